@@ -1,0 +1,391 @@
+"""STUN messages: the header, encoding, parsing and integrity (RFC 8489 §5, §14)."""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import secrets
+import struct
+import zlib
+from typing import Any, Final
+
+from .attributes import (
+    COOKIE,
+    DECODERS,
+    ENCODERS,
+    KIND_BYTES,
+    KIND_FLAG,
+    KIND_UNSIGNED,
+    KIND_UNSIGNED_64,
+)
+from .digest import hmac_sha1, hmac_sha256
+from .errors import StunParseError
+
+__all__ = [
+    "COOKIE",
+    "FINGERPRINT_LENGTH",
+    "HEADER_LENGTH",
+    "INTEGRITY_LENGTH",
+    "Class",
+    "Method",
+    "Message",
+    "message_fingerprint",
+    "message_integrity",
+    "parse_message",
+    "random_transaction_id",
+]
+
+HEADER_LENGTH: Final = 20
+FINGERPRINT_LENGTH: Final = 8
+INTEGRITY_LENGTH: Final = 24
+FINGERPRINT_XOR: Final = 0x5354554E
+
+_HEADER = struct.Struct("!HHI12s")
+_HEADER3 = struct.Struct("!HHI")
+_TL = struct.Struct("!HH")
+_TLI = struct.Struct("!HHI")
+_U16 = struct.Struct("!H")
+_MI_TL: Final = _TL.pack(0x0008, 20)
+_MI256_TL: Final = _TL.pack(0x001C, 32)
+
+_TYPE_MI: Final = 0x0008
+_TYPE_MI256: Final = 0x001C
+_TYPE_FP: Final = 0x8028
+
+
+class Class(enum.IntEnum):
+    """STUN message class, as the bits it sets in the message type (RFC 8489 §5)."""
+
+    REQUEST = 0x000
+    INDICATION = 0x010
+    RESPONSE = 0x100
+    ERROR = 0x110
+
+
+class Method(enum.IntEnum):
+    """STUN methods (RFC 8489 §18.2, RFC 8656 §17, RFC 6062 §6.1)."""
+
+    BINDING = 0x1
+    SHARED_SECRET = 0x2
+    ALLOCATE = 0x3
+    REFRESH = 0x4
+    SEND = 0x6
+    DATA = 0x7
+    CREATE_PERMISSION = 0x8
+    CHANNEL_BIND = 0x9
+    CONNECT = 0xA
+    CONNECTION_BIND = 0xB
+    CONNECTION_ATTEMPT = 0xC
+
+
+# All method numbers fit in M0-M3, so the type is method | class (RFC 8489 §5).
+_METHODS: Final = {int(m): m for m in Method}
+_CLASSES: Final = {int(c): c for c in Class}
+
+
+def random_transaction_id() -> bytes:
+    """Return a new 96-bit transaction ID from a cryptographic source (RFC 8489 §5)."""
+    return secrets.token_bytes(12)
+
+
+def _with_length(data: bytes, length: int) -> bytes:
+    return data[:2] + _U16.pack(length) + data[4:]
+
+
+def message_integrity(data: bytes, key: bytes) -> bytes:
+    """HMAC-SHA1 over ``data`` with the length field covering MESSAGE-INTEGRITY (§14.5)."""
+    check = _with_length(data, len(data) - HEADER_LENGTH + INTEGRITY_LENGTH)
+    return hmac_sha1(key, check)
+
+
+def message_integrity_sha256(data: bytes, key: bytes, length: int = 32) -> bytes:
+    """HMAC-SHA256 for MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6), truncated to ``length``."""
+    check = _with_length(data, len(data) - HEADER_LENGTH + 4 + length)
+    return hmac_sha256(key, check)[:length]
+
+
+def message_fingerprint(data: bytes) -> int:
+    """CRC-32 of ``data`` XOR 0x5354554E, length covering FINGERPRINT (§14.7)."""
+    check = _with_length(data, len(data) - HEADER_LENGTH + FINGERPRINT_LENGTH)
+    return zlib.crc32(check) ^ FINGERPRINT_XOR
+
+
+class Message:
+    """A STUN message.
+
+    :param message_method: the :class:`Method`.
+    :param message_class: the :class:`Class`.
+    :param transaction_id: 12 bytes; a random one is drawn when omitted.
+    :param attributes: attribute values keyed by name (see :mod:`aioice.stun.attributes`).
+
+    ``bytes(message)`` encodes it. :meth:`add_message_integrity` and
+    :meth:`add_fingerprint` must be the last changes before sending.
+    """
+
+    __slots__ = (
+        "_cache",
+        "_integrity_data",
+        "_integrity_sha256_data",
+        "attributes",
+        "duplicates",
+        "message_class",
+        "message_method",
+        "transaction_id",
+        "unknown_attributes",
+    )
+
+    def __init__(
+        self,
+        message_method: Method,
+        message_class: Class,
+        transaction_id: bytes | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        self.message_method = message_method
+        self.message_class = message_class
+        self.transaction_id = transaction_id or secrets.token_bytes(12)
+        self.attributes: dict[str, Any] = attributes if attributes is not None else {}
+        #: Comprehension-required attribute types this codec does not know (RFC 8489 §6.3.1).
+        self.unknown_attributes: tuple[int, ...] = ()
+        #: Later occurrences of attributes that appeared more than once, as ``(name, value)``.
+        self.duplicates: tuple[tuple[str, Any], ...] = ()
+        # The bytes covered by MESSAGE-INTEGRITY(-SHA256), header length not yet patched.
+        self._integrity_data: bytes | None = None
+        self._integrity_sha256_data: bytes | None = None
+        # (copy of the attributes, their encoding), so that integrity, fingerprint
+        # and bytes() do not encode the same attributes again.
+        self._cache: tuple[dict[str, Any], bytes] | None = None
+
+    # -- encoding ---------------------------------------------------------------
+
+    def _encode_body(self) -> bytes:
+        attributes = self.attributes
+        cache = self._cache
+        if cache is not None and cache[0] == attributes:
+            return cache[1]
+        tid = self.transaction_id
+        try:
+            return b"".join([ENCODERS[name](value, tid) for name, value in attributes.items()])
+        except KeyError:
+            unknown = [name for name in attributes if name not in ENCODERS]
+            if not unknown:
+                raise
+            raise ValueError(f"unknown STUN attribute {unknown[0]!r}") from None
+
+    def _header(self, length: int) -> bytes:
+        return _HEADER.pack(
+            self.message_method | self.message_class, length, COOKIE, self.transaction_id
+        )
+
+    def __bytes__(self) -> bytes:
+        body = self._encode_body()
+        return self._header(len(body)) + body
+
+    def add_fingerprint(self) -> None:
+        """Add the FINGERPRINT attribute (RFC 8489 §14.7).
+
+        This must be the last step before sending out the message.
+        """
+        attributes = self.attributes
+        attributes.pop("FINGERPRINT", None)
+        body = self._encode_body()
+        header = self._header(len(body) + FINGERPRINT_LENGTH)
+        value = zlib.crc32(header + body) ^ FINGERPRINT_XOR
+        attributes["FINGERPRINT"] = value
+        self._cache = (attributes.copy(), body + _TLI.pack(_TYPE_FP, 4, value))
+
+    def add_message_integrity(self, key: bytes) -> None:
+        """Add MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) computed with ``key``.
+
+        Any FINGERPRINT is removed: call :meth:`add_fingerprint` afterwards.
+        This must be the last change to the attributes before sending.
+        """
+        attributes = self.attributes
+        attributes.pop("MESSAGE-INTEGRITY", None)
+        attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
+        attributes.pop("FINGERPRINT", None)
+        body = self._encode_body()
+        header = self._header(len(body) + INTEGRITY_LENGTH)
+        data = header + body
+        mac = hmac_sha1(key, data)
+        attributes["MESSAGE-INTEGRITY"] = mac
+        self._integrity_data = data
+        self._cache = (attributes.copy(), body + _MI_TL + mac)
+
+    def add_message_integrity_sha256(self, key: bytes) -> None:
+        """Add MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6), after any MESSAGE-INTEGRITY.
+
+        Any FINGERPRINT is removed: call :meth:`add_fingerprint` afterwards.
+        """
+        attributes = self.attributes
+        attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
+        attributes.pop("FINGERPRINT", None)
+        body = self._encode_body()
+        data = self._header(len(body) + 36) + body
+        mac = hmac_sha256(key, data)
+        attributes["MESSAGE-INTEGRITY-SHA256"] = mac
+        self._integrity_sha256_data = data
+        self._cache = (attributes.copy(), body + _MI256_TL + mac)
+
+    # -- checking ---------------------------------------------------------------
+
+    def check_message_integrity(self, key: bytes) -> bool:
+        """Check the message's integrity against ``key``.
+
+        MESSAGE-INTEGRITY-SHA256 is checked when present (RFC 8489 §9.1.4), otherwise
+        MESSAGE-INTEGRITY. A message with neither fails the check. The comparison
+        is constant-time.
+        """
+        data = self._integrity_sha256_data
+        if data is not None:
+            mac = self.attributes["MESSAGE-INTEGRITY-SHA256"]
+            length = len(mac)
+            expected = message_integrity_sha256(data, key, length)
+            return hmac.compare_digest(mac, expected)
+        data = self._integrity_data
+        if data is None:
+            return False
+        check = data[:2] + _U16.pack(len(data) - 20 + INTEGRITY_LENGTH) + data[4:]
+        return hmac.compare_digest(
+            self.attributes["MESSAGE-INTEGRITY"], hmac_sha1(key, check)
+        )
+
+    @property
+    def error_code(self) -> int | None:
+        """The code of the ERROR-CODE attribute, or ``None`` if it is absent."""
+        error = self.attributes.get("ERROR-CODE")
+        return error[0] if error is not None else None
+
+    def get_all(self, name: str) -> list[Any]:
+        """Every value of attribute ``name``, in message order (for repeatable attributes)."""
+        values = [self.attributes[name]] if name in self.attributes else []
+        values.extend(v for n, v in self.duplicates if n == name)
+        return values
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (
+            self.message_method == other.message_method
+            and self.message_class == other.message_class
+            and self.transaction_id == other.transaction_id
+            and self.attributes == other.attributes
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(message_method=Method.{self.message_method.name}, "
+            f"message_class=Class.{self.message_class.name}, "
+            f"transaction_id={self.transaction_id.hex()}, "
+            f"attributes={self.attributes})"
+        )
+
+
+def parse_message(data: bytes) -> Message:
+    """Parse a STUN message (RFC 8489 §6.3).
+
+    Raises :class:`~aioice.stun.StunParseError` (a :class:`ValueError`) and
+    nothing else on malformed input. FINGERPRINT is verified here;
+    MESSAGE-INTEGRITY is verified separately with
+    :meth:`Message.check_message_integrity`. Attributes after MESSAGE-INTEGRITY,
+    other than MESSAGE-INTEGRITY-SHA256 and FINGERPRINT, are ignored because they
+    are not authenticated (§14.5). Unknown comprehension-required attributes are
+    listed in :attr:`Message.unknown_attributes` so that a server can answer 420.
+    """
+    if type(data) is not bytes:
+        try:
+            data = bytes(data)
+        except TypeError as exc:
+            raise StunParseError("STUN message must be bytes") from exc
+    size = len(data)
+    if size < HEADER_LENGTH:
+        raise StunParseError("STUN message length is less than 20 bytes")
+    message_type, length, cookie = _HEADER3.unpack_from(data)
+    if size != HEADER_LENGTH + length:
+        raise StunParseError("STUN message length does not match")
+    if message_type & 0xC000:
+        raise StunParseError("STUN message type has its top two bits set")
+    if cookie != COOKIE:
+        raise StunParseError("STUN message has no magic cookie")
+    if length & 3:
+        raise StunParseError("STUN message length is not a multiple of 4")
+    method = _METHODS.get(message_type & 0x3EEF)
+    if method is None:
+        raise StunParseError(f"STUN message has unknown method 0x{message_type & 0x3EEF:03X}")
+    tid = data[8:20]
+
+    attributes: dict[str, Any] = {}
+    unknown: list[int] = []
+    duplicates: list[tuple[str, Any]] = []
+    integrity_data = None
+    integrity_sha256_data = None
+    signed = False
+    pos = HEADER_LENGTH
+    unpack_tl = _TL.unpack_from
+    decoders = DECODERS
+    # pos and size are multiples of 4 past the header, so a TLV header always fits;
+    # a TLV that runs past the end leaves pos > size, which is checked after the loop.
+    while pos < size:
+        attr_type, attr_len = unpack_tl(data, pos)
+        start = pos + 4
+        end = start + attr_len
+        if attr_type == _TYPE_FP:
+            # RFC 8489 §14.7: FINGERPRINT is last, so the length field already covers it.
+            if attr_len != 4 or end != size:
+                raise StunParseError("STUN FINGERPRINT is malformed or not last")
+            value = int.from_bytes(data[start:end], "big")
+            if value != zlib.crc32(data[:pos]) ^ FINGERPRINT_XOR:
+                raise StunParseError("STUN message fingerprint does not match")
+            attributes["FINGERPRINT"] = value
+            break
+        pos = (end + 3) & -4
+        if signed and (attr_type != _TYPE_MI256 or integrity_sha256_data is not None):
+            continue  # §14.5, §14.6: attributes after the integrity are not authenticated
+        try:
+            name, kind, decode = decoders[attr_type]
+        except KeyError:
+            if attr_type < 0x8000:
+                unknown.append(attr_type)
+            continue
+        # The common kinds are decoded inline: this loop is the parser's hot path.
+        if kind == KIND_BYTES:
+            value = data[start:end]
+        elif kind == KIND_UNSIGNED and attr_len == 4 or kind == KIND_UNSIGNED_64 and attr_len == 8:
+            value = int.from_bytes(data[start:end], "big")
+        elif kind == KIND_FLAG:
+            value = None
+        else:
+            if end > size:
+                break
+            try:
+                value = decode(data[start:end], tid)
+            except StunParseError:
+                raise
+            except (ValueError, IndexError, OverflowError, struct.error) as exc:
+                raise StunParseError(f"STUN attribute {name} is malformed") from exc
+            if attr_type == _TYPE_MI:
+                integrity_data = data[: start - 4]
+                signed = True
+            elif attr_type == _TYPE_MI256:
+                integrity_sha256_data = data[: start - 4]
+                signed = True
+        if name in attributes:
+            duplicates.append((name, value))
+        else:
+            attributes[name] = value
+    if pos > size:
+        raise StunParseError("STUN attribute length exceeds the message")
+
+    message = Message.__new__(Message)
+    message.message_method = method
+    message.message_class = _CLASSES[message_type & 0x0110]
+    message.transaction_id = tid
+    message.attributes = attributes
+    message.unknown_attributes = tuple(unknown)
+    message.duplicates = tuple(duplicates)
+    message._integrity_data = integrity_data
+    message._integrity_sha256_data = integrity_sha256_data
+    message._cache = None
+    return message
