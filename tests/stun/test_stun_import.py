@@ -17,7 +17,8 @@ outside = [
 ]
 print(",".join(outside) or "-")
 print(",".join(m for m in new if m.split(".")[0] == "asyncio") or "-")
-print(",".join(m for m in new if m.startswith("aioice.") and not m.startswith("aioice.stun")) or "-")
+siblings = [m for m in new if m.startswith("aioice.") and not m.startswith("aioice.stun")]
+print(",".join(siblings) or "-")
 """
 
 

@@ -17,6 +17,7 @@ Retransmissions default to the module tunables ``aioice.stun.RETRY_RTO`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -340,10 +341,8 @@ async def stream_request(
         return transaction.result()
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl_module.SSLError):
             await writer.wait_closed()
-        except (ConnectionError, ssl_module.SSLError):
-            pass
 
 
 # -- server -----------------------------------------------------------------------------
@@ -398,7 +397,9 @@ class StunServerRunner:
             return
         transport.sendto(transmit.data, transmit.remote)
 
-    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._stream_tasks.add(task)
@@ -585,5 +586,3 @@ async def discover_nat_behavior(
         return protocol.core.result()
     finally:
         transport.close()
-
-

@@ -246,9 +246,7 @@ class Message:
         if data is None:
             return False
         check = data[:2] + _U16.pack(len(data) - 20 + INTEGRITY_LENGTH) + data[4:]
-        return hmac.compare_digest(
-            self.attributes["MESSAGE-INTEGRITY"], hmac_sha1(key, check)
-        )
+        return hmac.compare_digest(self.attributes["MESSAGE-INTEGRITY"], hmac_sha1(key, check))
 
     @property
     def error_code(self) -> int | None:
@@ -335,10 +333,10 @@ def parse_message(data: bytes) -> Message:
             # RFC 8489 §14.7: FINGERPRINT is last, so the length field already covers it.
             if attr_len != 4 or end != size:
                 raise StunParseError("STUN FINGERPRINT is malformed or not last")
-            value = int.from_bytes(data[start:end], "big")
-            if value != zlib.crc32(data[:pos]) ^ FINGERPRINT_XOR:
+            fingerprint = int.from_bytes(data[start:end], "big")
+            if fingerprint != zlib.crc32(data[:pos]) ^ FINGERPRINT_XOR:
                 raise StunParseError("STUN message fingerprint does not match")
-            attributes["FINGERPRINT"] = value
+            attributes["FINGERPRINT"] = fingerprint
             break
         pos = (end + 3) & -4
         if signed and (attr_type != _TYPE_MI256 or integrity_sha256_data is not None):
@@ -350,9 +348,12 @@ def parse_message(data: bytes) -> Message:
                 unknown.append(attr_type)
             continue
         # The common kinds are decoded inline: this loop is the parser's hot path.
+        value: Any
         if kind == KIND_BYTES:
             value = data[start:end]
-        elif kind == KIND_UNSIGNED and attr_len == 4 or kind == KIND_UNSIGNED_64 and attr_len == 8:
+        elif (kind == KIND_UNSIGNED and attr_len == 4) or (
+            kind == KIND_UNSIGNED_64 and attr_len == 8
+        ):
             value = int.from_bytes(data[start:end], "big")
         elif kind == KIND_FLAG:
             value = None

@@ -218,7 +218,8 @@ class NatBehaviorDiscovery:
         self._run(_MAP_II, (self._other[0], self.server[1]), {}, now)
 
     def _finish(self, mapping: MappingBehavior) -> None:
-        assert self._x1 is not None and self._filtering is not None
+        assert self._x1 is not None
+        assert self._filtering is not None
         self._transaction = None
         self._result = NatBehavior(
             mapping=mapping,

@@ -115,7 +115,9 @@ class StunServer:
         attributes: dict[str, Any] = {}
         if request.unknown_attributes:
             # RFC 8489 §6.3.1.1: 420 listing the unknown comprehension-required attributes.
-            self._error(request, local, remote, 420, "Unknown Attribute", request.unknown_attributes)
+            self._error(
+                request, local, remote, 420, "Unknown Attribute", request.unknown_attributes
+            )
             return
         if request.message_method != Method.BINDING:
             self._error(request, local, remote, 400, "Unsupported method")
@@ -165,7 +167,9 @@ class StunServer:
     ) -> None:
         if self.software is not None:
             attributes["SOFTWARE"] = self.software
-        response = Message(request.message_method, message_class, request.transaction_id, attributes)
+        response = Message(
+            request.message_method, message_class, request.transaction_id, attributes
+        )
         if "FINGERPRINT" in request.attributes:
             response.add_fingerprint()
         self._pending.append(Transmit(bytes(response), destination, source))

@@ -34,7 +34,7 @@ class TransactionConfig:
     retransmissions: int = 6
     "Retransmissions after the first send; Rc = retransmissions + 1 requests in all."
     rm: int = 16
-    "After the last request, wait Rm × RTO (the initial RTO) for a response."
+    "After the last request, wait Rm * RTO (the initial RTO) for a response."
     max_rto: float | None = None
     "Cap on the doubled RTO between retransmissions, in seconds; ``None`` for no cap."
     reliable: bool = False
