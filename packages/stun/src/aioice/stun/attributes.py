@@ -517,6 +517,10 @@ _INLINE = {
     "none": KIND_FLAG,
 }
 
+#: name -> (type, inline kind, encoder), for the encoder's inner loop.
+ENCODE_TABLE: Final[dict[str, tuple[int, int, Encoder]]] = {
+    name: (code, _INLINE.get(kind, KIND_CALL), ENCODERS[name]) for code, name, kind in _TABLE
+}
 #: type -> (name, inline kind, decoder), for the parser's inner loop.
 DECODERS: Final[dict[int, tuple[str, int, Decoder]]] = {
     code: (name, _INLINE.get(kind, KIND_CALL), _KINDS[kind][1]) for code, name, kind in _TABLE

@@ -12,7 +12,8 @@ from typing import Any, Final
 from .attributes import (
     COOKIE,
     DECODERS,
-    ENCODERS,
+    ENCODE_TABLE,
+    KIND_STRING,
     KIND_BYTES,
     KIND_FLAG,
     KIND_UNSIGNED,
@@ -44,6 +45,9 @@ _HEADER = struct.Struct("!HHI12s")
 _HEADER3 = struct.Struct("!HHI")
 _TL = struct.Struct("!HH")
 _TLI = struct.Struct("!HHI")
+_TLQ = struct.Struct("!HHQ")
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+_ENCODE_TABLE: Final = ENCODE_TABLE
 _U16 = struct.Struct("!H")
 _MI_TL: Final = _TL.pack(0x0008, 20)
 _MI256_TL: Final = _TL.pack(0x001C, 32)
@@ -164,13 +168,32 @@ class Message:
         if cache is not None and cache[0] == attributes:
             return cache[1]
         tid = self.transaction_id
+        parts: list[bytes] = []
+        append = parts.append
+        name = ""
         try:
-            return b"".join([ENCODERS[name](value, tid) for name, value in attributes.items()])
+            # The common kinds are encoded inline: this loop is the encoder's hot path.
+            for name, value in attributes.items():
+                attr_type, kind, encode = _ENCODE_TABLE[name]
+                if kind == KIND_UNSIGNED:
+                    append(_TLI.pack(attr_type, 4, value))
+                elif kind == KIND_STRING:
+                    raw = value.encode()
+                    n = len(raw)
+                    append(_TL.pack(attr_type, n) + raw + _PAD[n & 3])
+                elif kind == KIND_FLAG:
+                    append(_TL.pack(attr_type, 0))
+                elif kind == KIND_UNSIGNED_64:
+                    append(_TLQ.pack(attr_type, 8, value))
+                else:
+                    append(encode(value, tid))
         except KeyError:
-            unknown = [name for name in attributes if name not in ENCODERS]
-            if not unknown:
+            if name in _ENCODE_TABLE:
                 raise
-            raise ValueError(f"unknown STUN attribute {unknown[0]!r}") from None
+            raise ValueError(f"unknown STUN attribute {name!r}") from None
+        except (struct.error, AttributeError, TypeError, OverflowError) as exc:
+            raise ValueError(f"invalid value for STUN attribute {name}: {exc}") from exc
+        return b"".join(parts)
 
     def _header(self, length: int) -> bytes:
         return _HEADER.pack(
