@@ -405,6 +405,10 @@ class StunServerRunner:
         self._stream_tasks.add(task)
         local = _address(writer.get_extra_info("sockname"))
         remote = _address(writer.get_extra_info("peername"))
+        if local not in self.server.addresses:
+            # Listening on a wildcard address: the core answers from its primary
+            # address, so the stream must be found under that one.
+            local = self.server.primary
         self._streams[(local, remote)] = writer
         framer = StreamFramer("stun")
         try:

@@ -243,6 +243,8 @@ def _enc_error_code(attr_type: int) -> Encoder:
 def _enc_address_error_code(attr_type: int) -> Encoder:
     def encode(value: tuple[int, int, str], tid: bytes) -> bytes:
         family, code, reason = value
+        if not 300 <= code <= 699:
+            raise ValueError(f"STUN address error code must be in 300-699: {code}")
         body = struct.pack("!BxBB", family, code // 100, code % 100) + reason.encode("utf8")
         return _tlv(attr_type, body)
 
@@ -331,18 +333,28 @@ def _dec_bool_flag(data: bytes, tid: bytes) -> bool:
     return bool(data[0] & 0x80)
 
 
+def _error_class_number(data: bytes, what: str) -> int:
+    # RFC 8489 §14.8: the class MUST be 3-6 and the number 0-99. Anything else has
+    # no code that the encoder could write back (it would raise or change the value).
+    error_class = data[2] & 0x07
+    number = data[3]
+    if not 3 <= error_class <= 6 or number > 99:
+        raise StunParseError(f"STUN {what} class must be 3-6 and number 0-99")
+    return error_class * 100 + number
+
+
 def unpack_error_code(data: bytes, tid: bytes = b"") -> tuple[int, str]:
     """Unpack an ERROR-CODE value into ``(code, reason)`` (RFC 8489 §14.8)."""
     if len(data) < 4:
         raise StunParseError("STUN error code is less than 4 bytes")
-    code = (data[2] & 0x07) * 100 + data[3]
+    code = _error_class_number(data, "error code")
     return code, data[4:].decode("utf8", errors="replace")
 
 
 def _dec_address_error_code(data: bytes, tid: bytes) -> tuple[int, int, str]:
     if len(data) < 4:
         raise StunParseError("STUN address error code is less than 4 bytes")
-    code = (data[2] & 0x07) * 100 + data[3]
+    code = _error_class_number(data, "address error code")
     return data[0], code, data[4:].decode("utf8", errors="replace")
 
 

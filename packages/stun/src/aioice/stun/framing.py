@@ -19,7 +19,7 @@ __all__ = ["MAX_FRAME", "StreamFramer"]
 logger = logging.getLogger(__name__)
 
 MAX_FRAME: Final = 0xFFFF + 20
-"The largest frame either framing can carry, in bytes."
+"The largest frame the ``stun`` framing can carry, in bytes (``rfc4571``: 0xFFFF)."
 
 
 class StreamFramer:
@@ -42,7 +42,8 @@ class StreamFramer:
 
     def frame(self, data: bytes) -> bytes:
         """Return ``data`` framed for the stream."""
-        if len(data) > MAX_FRAME:
+        # RFC 4571's 16-bit length prefix cannot carry more than 0xFFFF bytes.
+        if len(data) > (0xFFFF if self.framing == "rfc4571" else MAX_FRAME):
             raise ValueError(f"frame of {len(data)} bytes is too large")
         if self.framing == "rfc4571":
             return len(data).to_bytes(2, "big") + data

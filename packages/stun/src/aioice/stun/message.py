@@ -9,13 +9,14 @@ import struct
 import zlib
 from typing import Any, Final
 
+from . import layout
 from .attributes import (
     COOKIE,
     DECODERS,
     ENCODE_TABLE,
-    KIND_STRING,
     KIND_BYTES,
     KIND_FLAG,
+    KIND_STRING,
     KIND_UNSIGNED,
     KIND_UNSIGNED_64,
 )
@@ -233,6 +234,7 @@ class Message:
         mac = hmac_sha1(key, data)
         attributes["MESSAGE-INTEGRITY"] = mac
         self._integrity_data = data
+        self._integrity_sha256_data = None  # it was popped above: re-signing drops it
         self._cache = (attributes.copy(), body + _MI_TL + mac)
 
     def add_message_integrity_sha256(self, key: bytes) -> None:
@@ -336,6 +338,27 @@ def parse_message(data: bytes) -> Message:
     if method is None:
         raise StunParseError(f"STUN message has unknown method 0x{message_type & 0x3EEF:03X}")
     tid = data[8:20]
+    message_class = _CLASSES[message_type & 0x0110]
+
+    if size > HEADER_LENGTH:
+        shape = layout.find(data)
+        if shape is not None:
+            fast = shape.parse(data, tid)
+            if fast is not None:
+                if shape.fingerprint and fast["FINGERPRINT"] != (
+                    zlib.crc32(data[:-8]) ^ FINGERPRINT_XOR
+                ):
+                    raise StunParseError("STUN message fingerprint does not match")
+                return _message(
+                    method,
+                    message_class,
+                    tid,
+                    fast,
+                    (),
+                    (),
+                    data[: shape.integrity_end] if shape.integrity_end else None,
+                    data[: shape.sha256_end] if shape.sha256_end else None,
+                )
 
     attributes: dict[str, Any] = {}
     unknown: list[int] = []
@@ -402,13 +425,37 @@ def parse_message(data: bytes) -> Message:
     if pos > size:
         raise StunParseError("STUN attribute length exceeds the message")
 
+    if size > HEADER_LENGTH:
+        layout.learn(data, len(attributes))
+    return _message(
+        method,
+        message_class,
+        tid,
+        attributes,
+        tuple(unknown),
+        tuple(duplicates),
+        integrity_data,
+        integrity_sha256_data,
+    )
+
+
+def _message(
+    method: Method,
+    message_class: Class,
+    tid: bytes,
+    attributes: dict[str, Any],
+    unknown: tuple[int, ...],
+    duplicates: tuple[tuple[str, Any], ...],
+    integrity_data: bytes | None,
+    integrity_sha256_data: bytes | None,
+) -> Message:
     message = Message.__new__(Message)
     message.message_method = method
-    message.message_class = _CLASSES[message_type & 0x0110]
+    message.message_class = message_class
     message.transaction_id = tid
     message.attributes = attributes
-    message.unknown_attributes = tuple(unknown)
-    message.duplicates = tuple(duplicates)
+    message.unknown_attributes = unknown
+    message.duplicates = duplicates
     message._integrity_data = integrity_data
     message._integrity_sha256_data = integrity_sha256_data
     message._cache = None
