@@ -157,17 +157,14 @@ class Message:
         # The bytes covered by MESSAGE-INTEGRITY(-SHA256), header length not yet patched.
         self._integrity_data: bytes | None = None
         self._integrity_sha256_data: bytes | None = None
-        # (copy of the attributes, their encoding), so that integrity, fingerprint
-        # and bytes() do not encode the same attributes again.
+        # (copy of the attributes, the encoded message), so that integrity,
+        # fingerprint and bytes() do not encode the same attributes again.
         self._cache: tuple[dict[str, Any], bytes] | None = None
 
     # -- encoding ---------------------------------------------------------------
 
-    def _encode_body(self) -> bytes:
+    def _encode_attributes(self) -> bytes:
         attributes = self.attributes
-        cache = self._cache
-        if cache is not None and cache[0] == attributes:
-            return cache[1]
         tid = self.transaction_id
         parts: list[bytes] = []
         append = parts.append
@@ -202,7 +199,10 @@ class Message:
         )
 
     def __bytes__(self) -> bytes:
-        body = self._encode_body()
+        cache = self._cache
+        if cache is not None and cache[0] == self.attributes:
+            return cache[1]
+        body = self._encode_attributes()
         return self._header(len(body)) + body
 
     def add_fingerprint(self) -> None:
@@ -212,11 +212,16 @@ class Message:
         """
         attributes = self.attributes
         attributes.pop("FINGERPRINT", None)
-        body = self._encode_body()
-        header = self._header(len(body) + FINGERPRINT_LENGTH)
-        value = zlib.crc32(header + body) ^ FINGERPRINT_XOR
-        attributes["FINGERPRINT"] = value
-        self._cache = (attributes.copy(), body + _TLI.pack(_TYPE_FP, 4, value))
+        cache = self._cache
+        if cache is not None and cache[0] == attributes:
+            snapshot, data = cache
+        else:
+            snapshot, data = attributes.copy(), bytes(self)
+        # The length field must already count the FINGERPRINT attribute.
+        data = data[:2] + _U16.pack(len(data) - HEADER_LENGTH + FINGERPRINT_LENGTH) + data[4:]
+        value = zlib.crc32(data) ^ FINGERPRINT_XOR
+        attributes["FINGERPRINT"] = snapshot["FINGERPRINT"] = value
+        self._cache = (snapshot, data + _TLI.pack(_TYPE_FP, 4, value))
 
     def add_message_integrity(self, key: bytes) -> None:
         """Add MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) computed with ``key``.
@@ -228,14 +233,13 @@ class Message:
         attributes.pop("MESSAGE-INTEGRITY", None)
         attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
         attributes.pop("FINGERPRINT", None)
-        body = self._encode_body()
-        header = self._header(len(body) + INTEGRITY_LENGTH)
-        data = header + body
+        body = self._encode_attributes()
+        data = self._header(len(body) + INTEGRITY_LENGTH) + body
         mac = hmac_sha1(key, data)
         attributes["MESSAGE-INTEGRITY"] = mac
         self._integrity_data = data
         self._integrity_sha256_data = None  # it was popped above: re-signing drops it
-        self._cache = (attributes.copy(), body + _MI_TL + mac)
+        self._cache = (attributes.copy(), data + _MI_TL + mac)
 
     def add_message_integrity_sha256(self, key: bytes) -> None:
         """Add MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6), after any MESSAGE-INTEGRITY.
@@ -245,12 +249,16 @@ class Message:
         attributes = self.attributes
         attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
         attributes.pop("FINGERPRINT", None)
-        body = self._encode_body()
-        data = self._header(len(body) + 36) + body
+        cache = self._cache
+        if cache is not None and cache[0] == attributes:
+            data = cache[1]  # after MESSAGE-INTEGRITY: no need to encode again
+        else:
+            data = bytes(self)
+        data = data[:2] + _U16.pack(len(data) - HEADER_LENGTH + 36) + data[4:]
         mac = hmac_sha256(key, data)
         attributes["MESSAGE-INTEGRITY-SHA256"] = mac
         self._integrity_sha256_data = data
-        self._cache = (attributes.copy(), body + _MI256_TL + mac)
+        self._cache = (attributes.copy(), data + _MI256_TL + mac)
 
     # -- checking ---------------------------------------------------------------
 
