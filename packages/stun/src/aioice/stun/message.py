@@ -249,11 +249,7 @@ class Message:
         attributes = self.attributes
         attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
         attributes.pop("FINGERPRINT", None)
-        cache = self._cache
-        if cache is not None and cache[0] == attributes:
-            data = cache[1]  # after MESSAGE-INTEGRITY: no need to encode again
-        else:
-            data = bytes(self)
+        data = bytes(self)  # from the cache, after MESSAGE-INTEGRITY
         data = data[:2] + _U16.pack(len(data) - HEADER_LENGTH + 36) + data[4:]
         mac = hmac_sha256(key, data)
         attributes["MESSAGE-INTEGRITY-SHA256"] = mac
