@@ -432,8 +432,10 @@ class StunServerRunner:
         self._udp.clear()
         for tcp in self._tcp:
             tcp.close()
-        for task in list(self._stream_tasks):
-            task.cancel()
+        for writer in list(self._streams.values()):
+            # The stream task then reads EOF and ends. (Cancelling it instead makes
+            # Python 3.11's StreamReaderProtocol log a spurious CancelledError.)
+            writer.transport.abort()
         if self._stream_tasks:
             await asyncio.gather(*self._stream_tasks, return_exceptions=True)
         for tcp in self._tcp:

@@ -56,6 +56,7 @@ _TLI = struct.Struct("!HHI")
 _TLQ = struct.Struct("!HHQ")
 _TLH2 = struct.Struct("!HHH2x")
 _ADDR_HEAD = struct.Struct("!HHxBH")  # type, length, reserved, family, port
+_XOR_V4 = struct.Struct("!HHxBHI")  # the same, then an IPv4 address
 _ERROR_HEAD = struct.Struct("!HH2xBB")  # type, length, reserved, class, number
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
@@ -91,7 +92,7 @@ def _ip_bytes(host: str) -> tuple[int, bytes]:
 def pack_address(value: tuple[str, int]) -> bytes:
     """Pack an ``(host, port)`` address value (without the TLV header)."""
     family, ip = _ip_bytes(value[0])
-    return struct.pack("!xBH", family, value[1]) + ip
+    return struct.pack("!xBH", family, _check_port(value[1])) + ip
 
 
 def _xor(data: bytes, transaction_id: bytes) -> bytes:
@@ -105,7 +106,8 @@ def _xor(data: bytes, transaction_id: bytes) -> bytes:
 def pack_xor_address(value: tuple[str, int], transaction_id: bytes) -> bytes:
     """Pack an ``(host, port)`` value as an XOR address (without the TLV header)."""
     family, ip = _ip_bytes(value[0])
-    return struct.pack("!xBH", family, value[1] ^ (COOKIE >> 16)) + _xor(ip, transaction_id)
+    port = _check_port(value[1]) ^ (COOKIE >> 16)
+    return struct.pack("!xBH", family, port) + _xor(ip, transaction_id)
 
 
 def _check_port(port: object) -> int:
@@ -123,10 +125,20 @@ def _enc_address(attr_type: int) -> Encoder:
 
 
 def _enc_xor_address(attr_type: int) -> Encoder:
+    pack_v4 = _XOR_V4.pack
+
     def encode(value: tuple[str, int], transaction_id: bytes) -> bytes:
-        family, ip = _ip_bytes(value[0])
-        port = _check_port(value[1]) ^ 0x2112
-        return _ADDR_HEAD.pack(attr_type, 4 + len(ip), family, port) + _xor(ip, transaction_id)
+        host, port = value
+        if type(port) is int and 0 <= port <= 0xFFFF and type(host) is str and ":" not in host:
+            # IPv4 fast path: one XOR on the address as an integer.
+            try:
+                ip = int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+            except (OSError, TypeError) as exc:
+                raise ValueError(f"not an IP address: {host!r}") from exc
+            return pack_v4(attr_type, 8, IPV4_PROTOCOL, port ^ 0x2112, ip ^ COOKIE)
+        family, raw = _ip_bytes(host)
+        port = _check_port(port) ^ 0x2112
+        return _ADDR_HEAD.pack(attr_type, 4 + len(raw), family, port) + _xor(raw, transaction_id)
 
     return encode
 
@@ -168,6 +180,10 @@ def unpack_address(data: bytes, transaction_id: bytes = b"") -> tuple[str, int]:
 
 def unpack_xor_address(data: bytes, transaction_id: bytes) -> tuple[str, int]:
     """Unpack an XOR-MAPPED-ADDRESS style value into ``(host, port)``."""
+    if len(data) == 8 and data[1] == IPV4_PROTOCOL:
+        # IPv4 fast path: one XOR on the address as an integer.
+        ip = (int.from_bytes(data[4:], "big") ^ COOKIE).to_bytes(4, "big")
+        return socket.inet_ntop(socket.AF_INET, ip), ((data[2] << 8) | data[3]) ^ 0x2112
     family, port, ip = _address(data)
     ip = _xor(ip, transaction_id)
     af = socket.AF_INET if family == 1 else socket.AF_INET6
@@ -528,6 +544,12 @@ _INLINE = {
     "string": KIND_STRING,
     "none": KIND_FLAG,
 }
+
+#: Attributes whose decoder only checks the value's length: a learned layout, which
+#: fixes every length, can take their bytes as they are.
+LENGTH_CHECKED_BYTES: Final = frozenset(
+    {"MESSAGE-INTEGRITY", "MESSAGE-INTEGRITY-SHA256", "USERHASH", "RESERVATION-TOKEN"}
+)
 
 #: name -> (type, inline kind, encoder), for the encoder's inner loop.
 ENCODE_TABLE: Final[dict[str, tuple[int, int, Encoder]]] = {

@@ -25,6 +25,7 @@ from .attributes import (
     KIND_FLAG,
     KIND_UNSIGNED,
     KIND_UNSIGNED_64,
+    LENGTH_CHECKED_BYTES,
 )
 from .errors import StunParseError
 
@@ -39,10 +40,6 @@ _TYPE_FP: Final = 0x8028
 Post = Callable[[Any, bytes], Any]
 
 
-def _flag(value: bytes, tid: bytes) -> None:
-    return None
-
-
 class Layout:
     """The shape of one message: its attribute headers and how to decode the values."""
 
@@ -50,6 +47,7 @@ class Layout:
         "check",
         "expected",
         "fingerprint",
+        "flags",
         "integrity_end",
         "names",
         "post",
@@ -63,6 +61,7 @@ class Layout:
         expected: list[int] = []
         names: list[str] = []
         post: list[tuple[int, Post]] = []
+        flags: list[str] = []
         #: Where MESSAGE-INTEGRITY(-SHA256) starts, 0 for none; whether FINGERPRINT is last.
         self.integrity_end = 0
         self.sha256_end = 0
@@ -86,8 +85,8 @@ class Layout:
             else:
                 values.append(f"4x{attr_len}s{padded - attr_len}x")
                 if kind == KIND_FLAG:
-                    post.append((len(names), _flag))
-                elif kind != KIND_BYTES:
+                    flags.append(name)
+                elif kind != KIND_BYTES and name not in LENGTH_CHECKED_BYTES:
                     post.append((len(names), decode))
             names.append(name)
             pos += 4 + padded
@@ -96,6 +95,7 @@ class Layout:
         self.values = struct.Struct("".join(values)).unpack_from
         self.names = tuple(names)
         self.post = tuple(post)
+        self.flags = tuple(flags)
 
     def parse(self, data: bytes, tid: bytes) -> dict[str, Any] | None:
         """The attributes of ``data`` if it has this shape, else ``None``.
@@ -115,7 +115,10 @@ class Layout:
                 except (ValueError, IndexError, OverflowError, struct.error) as exc:
                     name = self.names[index]
                     raise StunParseError(f"STUN attribute {name} is malformed") from exc
-        return dict(zip(self.names, values, strict=False))  # equal lengths by construction
+        attributes = dict(zip(self.names, values, strict=False))  # equal lengths by construction
+        for name in self.flags:
+            attributes[name] = None  # keeps the attribute's place in the order
+        return attributes
 
 
 _LAYOUTS: dict[bytes, Layout] = {}

@@ -49,6 +49,8 @@ _TLI = struct.Struct("!HHI")
 _TLQ = struct.Struct("!HHQ")
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 _ENCODE_TABLE: Final = ENCODE_TABLE
+_SIGNATURES: Final = frozenset({"MESSAGE-INTEGRITY", "MESSAGE-INTEGRITY-SHA256", "FINGERPRINT"})
+_new_message = object.__new__
 _U16 = struct.Struct("!H")
 _MI_TL: Final = _TL.pack(0x0008, 20)
 _MI256_TL: Final = _TL.pack(0x001C, 32)
@@ -198,6 +200,29 @@ class Message:
             self.message_method | self.message_class, length, COOKIE, self.transaction_id
         )
 
+    def encode(self, integrity_key: bytes | None = None, *, fingerprint: bool = True) -> bytes:
+        """Return the message signed with MESSAGE-INTEGRITY and ending with FINGERPRINT.
+
+        The same bytes as :meth:`add_message_integrity` (when ``integrity_key`` is
+        given), :meth:`add_fingerprint` (when ``fingerprint``) and ``bytes()``, in one
+        step and without changing the message: use it on hot paths. Any
+        MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT among the attributes is an error.
+        """
+        if not _SIGNATURES.isdisjoint(self.attributes):
+            raise ValueError("encode() signs the message itself: remove the signature attributes")
+        body = self._encode_attributes()
+        n = len(body)
+        message_type = self.message_method | self.message_class
+        tid = self.transaction_id
+        if integrity_key is not None:
+            mac = hmac_sha1(integrity_key, _HEADER.pack(message_type, n + 24, COOKIE, tid) + body)
+            body += _MI_TL + mac
+            n += 24
+        if not fingerprint:
+            return _HEADER.pack(message_type, n, COOKIE, tid) + body
+        data = _HEADER.pack(message_type, n + 8, COOKIE, tid) + body
+        return data + _TLI.pack(_TYPE_FP, 4, zlib.crc32(data) ^ FINGERPRINT_XOR)
+
     def __bytes__(self) -> bytes:
         cache = self._cache
         if cache is not None and cache[0] == self.attributes:
@@ -230,9 +255,9 @@ class Message:
         This must be the last change to the attributes before sending.
         """
         attributes = self.attributes
-        attributes.pop("MESSAGE-INTEGRITY", None)
-        attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
-        attributes.pop("FINGERPRINT", None)
+        if not _SIGNATURES.isdisjoint(attributes):
+            for name in _SIGNATURES:
+                attributes.pop(name, None)
         body = self._encode_attributes()
         data = self._header(len(body) + INTEGRITY_LENGTH) + body
         mac = hmac_sha1(key, data)
@@ -330,15 +355,15 @@ def parse_message(data: bytes) -> Message:
     if size < HEADER_LENGTH:
         raise StunParseError("STUN message length is less than 20 bytes")
     message_type, length, cookie = _HEADER3.unpack_from(data)
-    if size != HEADER_LENGTH + length:
-        raise StunParseError("STUN message length does not match")
-    if message_type & 0xC000:
-        raise StunParseError("STUN message type has its top two bits set")
-    if cookie != COOKIE:
-        raise StunParseError("STUN message has no magic cookie")
-    if length & 3:
-        raise StunParseError("STUN message length is not a multiple of 4")
     method = _METHODS.get(message_type & 0x3EEF)
+    if size != HEADER_LENGTH + length or cookie != COOKIE or message_type & 0xC000 or length & 3:
+        if size != HEADER_LENGTH + length:
+            raise StunParseError("STUN message length does not match")
+        if message_type & 0xC000:
+            raise StunParseError("STUN message type has its top two bits set")
+        if cookie != COOKIE:
+            raise StunParseError("STUN message has no magic cookie")
+        raise StunParseError("STUN message length is not a multiple of 4")
     if method is None:
         raise StunParseError(f"STUN message has unknown method 0x{message_type & 0x3EEF:03X}")
     tid = data[8:20]
@@ -353,16 +378,18 @@ def parse_message(data: bytes) -> Message:
                     zlib.crc32(data[:-8]) ^ FINGERPRINT_XOR
                 ):
                     raise StunParseError("STUN message fingerprint does not match")
-                return _message(
-                    method,
-                    message_class,
-                    tid,
-                    fast,
-                    (),
-                    (),
-                    data[: shape.integrity_end] if shape.integrity_end else None,
-                    data[: shape.sha256_end] if shape.sha256_end else None,
-                )
+                message = _new_message(Message)
+                message.message_method = method
+                message.message_class = message_class
+                message.transaction_id = tid
+                message.attributes = fast
+                message.unknown_attributes = message.duplicates = ()
+                end = shape.integrity_end
+                message._integrity_data = data[:end] if end else None
+                end = shape.sha256_end
+                message._integrity_sha256_data = data[:end] if end else None
+                message._cache = None
+                return message
 
     attributes: dict[str, Any] = {}
     unknown: list[int] = []
@@ -453,7 +480,7 @@ def _message(
     integrity_data: bytes | None,
     integrity_sha256_data: bytes | None,
 ) -> Message:
-    message = Message.__new__(Message)
+    message = _new_message(Message)
     message.message_method = method
     message.message_class = message_class
     message.transaction_id = tid
