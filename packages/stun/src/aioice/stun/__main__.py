@@ -45,10 +45,12 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _binding(args: argparse.Namespace) -> int:
     server = parse_address(args.server)
+    local = parse_address(args.local, 0) if args.local else None
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        response, _ = await stun_asyncio.request(Message(Method.BINDING, Class.REQUEST), server)
+        request = Message(Method.BINDING, Class.REQUEST)
+        response, _ = await stun_asyncio.request(request, server, local_addr=local)
     except TransactionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     binding = commands.add_parser("binding", help="send one Binding request")
     binding.add_argument("server", help="HOST[:PORT]")
+    binding.add_argument("--local", help="local HOST[:PORT] to bind")
 
     probe = commands.add_parser("probe", help="discover NAT behaviour (RFC 5780)")
     probe.add_argument("server", help="HOST[:PORT] of an RFC 5780 server")

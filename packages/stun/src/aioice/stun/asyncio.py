@@ -375,9 +375,9 @@ class StunServerRunner:
         """The UDP addresses the server listens on."""
         return self.server.addresses
 
-    def _received(self, data: bytes, local: Address, remote: Address) -> None:
+    def _received(self, data: bytes, local: Address, remote: Address, stream: bool = False) -> None:
         self.server.receive_datagram(
-            data, local=local, remote=remote, now=asyncio.get_running_loop().time()
+            data, local=local, remote=remote, now=asyncio.get_running_loop().time(), stream=stream
         )
         self._flush()
 
@@ -417,7 +417,7 @@ class StunServerRunner:
                 if not chunk:
                     break
                 for frame in framer.feed(chunk):
-                    self._received(frame, local, remote)
+                    self._received(frame, local, remote, stream=True)
         except (ConnectionError, OSError) as exc:
             logger.debug("stream from %s ended: %s", remote, exc)
         finally:
@@ -475,6 +475,10 @@ async def serve(
         four combinations of A1/A2 and P1/P2.
     :param tcp: also accept STUN over TCP on the primary address (RFC 8489 §6.2.2).
     """
+    if alternate is not None and (
+        alternate[0] == primary[0] or (alternate[1] == primary[1] and primary[1] != 0)
+    ):
+        raise ValueError("the alternate address needs another IP address and another port")
     # Ports are chosen before the core is built, so that it knows its addresses.
     runner = StunServerRunner(StunServer(primary, software=software))
     try:

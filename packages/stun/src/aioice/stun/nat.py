@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NatDiscoveryError, StunParseError, TransactionError
+from .errors import NatDiscoveryError, StunParseError, TransactionError, TransactionFailed
 from .message import Class, Message, Method, parse_message
 from .server import CHANGE_IP, CHANGE_PORT
 from .transaction import Transaction, TransactionConfig
@@ -167,6 +167,10 @@ class NatBehaviorDiscovery:
     def _advance(self, transaction: Transaction, now: float) -> None:
         try:
             response: Message | None = transaction.result()[0]
+        except TransactionFailed as exc:
+            # An error response is not "no answer": reporting it as filtering would lie.
+            self._fail(f"the server rejected {self._step}: {exc}")
+            return
         except TransactionError as exc:
             response = None
             error = exc

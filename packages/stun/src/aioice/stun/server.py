@@ -89,8 +89,13 @@ class StunServer:
             port = p2 if port == p1 else p1
         return host, port
 
-    def receive_datagram(self, data: bytes, *, local: Address, remote: Address, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes, *, local: Address, remote: Address, now: float, stream: bool = False
+    ) -> None:
         """Handle a datagram received on the socket bound to ``local`` from ``remote``.
+
+        ``stream`` says it came over TCP/TLS, where the response must go back on the
+        same connection: a CHANGE-REQUEST there is answered with 400 (RFC 5780 §7.2).
 
         Never raises because of ``data``: what cannot be answered is dropped and counted.
         """
@@ -109,9 +114,9 @@ class StunServer:
             return
         if local not in self.addresses:
             local = self.primary
-        self._answer(request, local, remote)
+        self._answer(request, local, remote, stream)
 
-    def _answer(self, request: Message, local: Address, remote: Address) -> None:
+    def _answer(self, request: Message, local: Address, remote: Address, stream: bool) -> None:
         attributes: dict[str, Any] = {}
         if request.unknown_attributes:
             # RFC 8489 §6.3.1.1: 420 listing the unknown comprehension-required attributes.
@@ -124,6 +129,9 @@ class StunServer:
             return
         source, destination = local, remote
         change = request.attributes.get("CHANGE-REQUEST", 0) & (CHANGE_IP | CHANGE_PORT)
+        if change and stream:
+            self._error(request, local, remote, 400, "CHANGE-REQUEST needs UDP")
+            return
         if change:
             if self.alternate is None:
                 # RFC 5780 §6.1: without an alternate address, CHANGE-REQUEST is unknown.
