@@ -124,10 +124,22 @@ def _enc_address(attr_type: int) -> Encoder:
     return encode
 
 
+# An IPv4 XOR address depends on the cookie only, not on the transaction ID, so its
+# encoding can be kept: peers, servers and relays repeat the same few addresses
+# (consent checks, TURN Send and Data indications). Bounded; cleared when full.
+_V4_CACHE_SIZE: Final = 4096
+_XOR_V4_DECODED: dict[bytes, tuple[str, int]] = {}
+
+
 def _enc_xor_address(attr_type: int) -> Encoder:
     pack_v4 = _XOR_V4.pack
+    encoded: dict[tuple[str, int], bytes] = {}
 
     def encode(value: tuple[str, int], transaction_id: bytes) -> bytes:
+        if type(value) is tuple:
+            tlv = encoded.get(value)
+            if tlv is not None:
+                return tlv
         host, port = value
         if type(port) is int and 0 <= port <= 0xFFFF and type(host) is str and ":" not in host:
             # IPv4 fast path: one XOR on the address as an integer.
@@ -135,7 +147,11 @@ def _enc_xor_address(attr_type: int) -> Encoder:
                 ip = int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
             except (OSError, TypeError) as exc:
                 raise ValueError(f"not an IP address: {host!r}") from exc
-            return pack_v4(attr_type, 8, IPV4_PROTOCOL, port ^ 0x2112, ip ^ COOKIE)
+            tlv = pack_v4(attr_type, 8, IPV4_PROTOCOL, port ^ 0x2112, ip ^ COOKIE)
+            if len(encoded) >= _V4_CACHE_SIZE:
+                encoded.clear()
+            encoded[(host, port)] = tlv
+            return tlv
         family, raw = _ip_bytes(host)
         port = _check_port(port) ^ 0x2112
         return _ADDR_HEAD.pack(attr_type, 4 + len(raw), family, port) + _xor(raw, transaction_id)
@@ -181,9 +197,15 @@ def unpack_address(data: bytes, transaction_id: bytes = b"") -> tuple[str, int]:
 def unpack_xor_address(data: bytes, transaction_id: bytes) -> tuple[str, int]:
     """Unpack an XOR-MAPPED-ADDRESS style value into ``(host, port)``."""
     if len(data) == 8 and data[1] == IPV4_PROTOCOL:
-        # IPv4 fast path: one XOR on the address as an integer.
-        ip = (int.from_bytes(data[4:], "big") ^ COOKIE).to_bytes(4, "big")
-        return socket.inet_ntop(socket.AF_INET, ip), ((data[2] << 8) | data[3]) ^ 0x2112
+        # IPv4 fast path: kept, or one XOR on the address as an integer.
+        value = _XOR_V4_DECODED.get(data)
+        if value is None:
+            ip = (int.from_bytes(data[4:], "big") ^ COOKIE).to_bytes(4, "big")
+            value = socket.inet_ntop(socket.AF_INET, ip), ((data[2] << 8) | data[3]) ^ 0x2112
+            if len(_XOR_V4_DECODED) >= _V4_CACHE_SIZE:
+                _XOR_V4_DECODED.clear()
+            _XOR_V4_DECODED[data] = value
+        return value
     family, port, ip = _address(data)
     ip = _xor(ip, transaction_id)
     af = socket.AF_INET if family == 1 else socket.AF_INET6
