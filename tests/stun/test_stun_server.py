@@ -365,3 +365,16 @@ def test_change_request_over_a_stream_is_refused() -> None:
     assert response.attributes["ERROR-CODE"] == (400, "CHANGE-REQUEST needs UDP")
     assert transmit.local == ("192.0.2.1", 3478)
     assert server.stats.errors_sent == 1
+
+
+def test_link_local_remote_with_scope_is_answered() -> None:
+    """recvfrom() gives link-local IPv6 addresses with their scope ("fe80::1%eth0")."""
+    server = StunServer(("fe80::2", 3478))
+    request = Message(Method.BINDING, Class.REQUEST)
+    server.receive_datagram(
+        bytes(request), local=("fe80::2", 3478), remote=("fe80::1%eth0", 5000), now=0.0
+    )
+    (transmit,) = server.datagrams_to_send()
+    assert transmit.remote == ("fe80::1%eth0", 5000)
+    response = parse_message(transmit.data)
+    assert response.attributes["XOR-MAPPED-ADDRESS"] == ("fe80::1", 5000)

@@ -83,7 +83,8 @@ def _tlv(attr_type: int, value: bytes) -> bytes:
 def _ip_bytes(host: str) -> tuple[int, bytes]:
     try:
         if ":" in host:
-            return IPV6_PROTOCOL, socket.inet_pton(socket.AF_INET6, host)
+            # A link-local address from recvfrom() carries its scope: "fe80::1%eth0".
+            return IPV6_PROTOCOL, socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
         return IPV4_PROTOCOL, socket.inet_pton(socket.AF_INET, host)
     except (OSError, TypeError) as exc:
         raise ValueError(f"not an IP address: {host!r}") from exc
