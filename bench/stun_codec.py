@@ -69,6 +69,17 @@ PRIORITY: Final = 0x6E0001FF
 TIEBREAKER: Final = 0x932FF9B151263B36
 MAPPED_ADDRESS: Final = ("192.0.2.1", 32853)
 
+# What aioice 0.13.0 makes of them, so the floor is checked even when upstream is skipped.
+EXPECTED_REQUEST: Final = bytes.fromhex(
+    "000100482112a442b7e7a701bc34d686fa87dfae00060009616263643a65666768000000002400046e"
+    "0001ff802a0008932ff9b151263b360025000000080014b170f779ce1c244804f2807b6eb8083ec94b"
+    "e76d80280004bcde2a5d"
+)
+EXPECTED_RESPONSE: Final = bytes.fromhex(
+    "0101002c2112a442b7e7a701bc34d686fa87dfae002000080001a147e112a6430008001474c9371ebf"
+    "3148548518699c3e3174c20dd9e68a80280004fae4043a"
+)
+
 # --- STUN constants (RFC 8489). ---------------------------------------------------------------
 
 COOKIE: Final = 0x2112A442
@@ -211,9 +222,9 @@ def reference_messages() -> tuple[bytes, bytes]:
     encoders = floor_workload(b"", b"")
     request = encoders["encode_request"]()
     response = encoders["encode_response"]()
-    assert isinstance(request, bytes)
-    assert isinstance(response, bytes)
-    return request, response
+    assert request == EXPECTED_REQUEST, request
+    assert response == EXPECTED_RESPONSE, response
+    return EXPECTED_REQUEST, EXPECTED_RESPONSE
 
 
 # --- Ours and upstream: the aioice.stun API. --------------------------------------------------
