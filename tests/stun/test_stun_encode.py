@@ -28,8 +28,8 @@ attribute_values = st.fixed_dictionaries(
 def compatible(attributes: dict[str, Any], key: bytes | None, fingerprint: bool) -> bytes:
     message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, b"t" * 12, dict(attributes))
     if key is not None:
-        message.add_message_integrity(key)
-    if fingerprint:
+        message.add_message_integrity(key, fingerprint=fingerprint)
+    elif fingerprint:
         message.add_fingerprint()
     return bytes(message)
 
@@ -46,6 +46,20 @@ def test_encode_equals_the_compatible_api(
     assert message.attributes == attributes
     parsed = stun.parse_message(data)
     assert parsed.check_message_integrity(KEY) is signed
+    assert ("FINGERPRINT" in parsed.attributes) is fingerprint
+
+
+def test_add_message_integrity_adds_fingerprint_as_aioice_did() -> None:
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, attributes={"PRIORITY": 1})
+    message.add_message_integrity(KEY)
+    assert list(message.attributes) == ["PRIORITY", "MESSAGE-INTEGRITY", "FINGERPRINT"]
+    data = bytes(message)
+    assert data == stun.Message(
+        stun.Method.BINDING, stun.Class.REQUEST, message.transaction_id, {"PRIORITY": 1}
+    ).encode(KEY)
+    # A second add_fingerprint() (aioice 0.x callers do this) changes nothing.
+    message.add_fingerprint()
+    assert bytes(message) == data
 
 
 def test_encode_refuses_a_message_that_is_already_signed() -> None:

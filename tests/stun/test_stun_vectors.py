@@ -267,7 +267,7 @@ def test_rfc5769_long_term_request_reencodes_exactly() -> None:
     del attributes["MESSAGE-INTEGRITY"]
     message = Message(Method.BINDING, Class.REQUEST, parsed.transaction_id, attributes)
     key = long_term_key(LONG_TERM_USERNAME, LONG_TERM_REALM, LONG_TERM_PASSWORD)
-    message.add_message_integrity(key)
+    message.add_message_integrity(key, fingerprint=False)  # the vector has no FINGERPRINT
     assert bytes(message) == RFC5769_LONG_TERM_REQUEST
     assert message.check_message_integrity(key)
     assert bytes(parsed) == RFC5769_LONG_TERM_REQUEST
@@ -386,7 +386,7 @@ def test_rfc8489_b1_corrected_vector() -> None:
     # Signing the same attributes reproduces it byte for byte.
     rebuilt = Message(Method.BINDING, Class.REQUEST, message.transaction_id, attributes)
     rebuilt.attributes["USERHASH"] = userhash(LONG_TERM_USERNAME, LONG_TERM_REALM)
-    rebuilt.add_message_integrity_sha256(key)
+    rebuilt.add_message_integrity_sha256(key, fingerprint=False)  # no FINGERPRINT in B.1
     assert bytes(rebuilt) == RFC8489_B1_CORRECTED
 
 

@@ -203,10 +203,10 @@ class Message:
     def encode(self, integrity_key: bytes | None = None, *, fingerprint: bool = True) -> bytes:
         """Return the message signed with MESSAGE-INTEGRITY and ending with FINGERPRINT.
 
-        The same bytes as :meth:`add_message_integrity` (when ``integrity_key`` is
-        given), :meth:`add_fingerprint` (when ``fingerprint``) and ``bytes()``, in one
-        step and without changing the message: use it on hot paths. Any
-        MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT among the attributes is an error.
+        With both, the same bytes as :meth:`add_message_integrity` then ``bytes()``,
+        in one step and without changing the message: use it on hot paths. Either
+        can be left out. Any MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT among the
+        attributes is an error.
         """
         if not _SIGNATURES.isdisjoint(self.attributes):
             raise ValueError("encode() signs the message itself: remove the signature attributes")
@@ -248,29 +248,36 @@ class Message:
         attributes["FINGERPRINT"] = snapshot["FINGERPRINT"] = value
         self._cache = (snapshot, data + _TLI.pack(_TYPE_FP, 4, value))
 
-    def add_message_integrity(self, key: bytes) -> None:
-        """Add MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) computed with ``key``.
+    def add_message_integrity(self, key: bytes, *, fingerprint: bool = True) -> None:
+        """Add MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) and FINGERPRINT (§14.7).
 
-        Any FINGERPRINT is removed: call :meth:`add_fingerprint` afterwards.
-        This must be the last change to the attributes before sending.
+        As in aioice 0.x, FINGERPRINT comes along unless ``fingerprint`` is false.
+        This must be the last step before sending out the message.
         """
         attributes = self.attributes
         if not _SIGNATURES.isdisjoint(attributes):
             for name in _SIGNATURES:
                 attributes.pop(name, None)
         body = self._encode_attributes()
-        data = self._header(len(body) + INTEGRITY_LENGTH) + body
+        n = len(body)
+        message_type = self.message_method | self.message_class
+        tid = self.transaction_id
+        data = _HEADER.pack(message_type, n + INTEGRITY_LENGTH, COOKIE, tid) + body
         mac = hmac_sha1(key, data)
         attributes["MESSAGE-INTEGRITY"] = mac
         self._integrity_data = data
         self._integrity_sha256_data = None  # it was popped above: re-signing drops it
-        self._cache = (attributes.copy(), data + _MI_TL + mac)
+        if not fingerprint:
+            self._cache = (attributes.copy(), data + _MI_TL + mac)
+            return
+        signed = _HEADER.pack(message_type, n + 32, COOKIE, tid) + body + _MI_TL + mac
+        value = zlib.crc32(signed) ^ FINGERPRINT_XOR
+        attributes["FINGERPRINT"] = value
+        self._cache = (attributes.copy(), signed + _TLI.pack(_TYPE_FP, 4, value))
 
-    def add_message_integrity_sha256(self, key: bytes) -> None:
-        """Add MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6), after any MESSAGE-INTEGRITY.
-
-        Any FINGERPRINT is removed: call :meth:`add_fingerprint` afterwards.
-        """
+    def add_message_integrity_sha256(self, key: bytes, *, fingerprint: bool = True) -> None:
+        """Add MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6), after any MESSAGE-INTEGRITY,
+        and FINGERPRINT unless ``fingerprint`` is false, as :meth:`add_message_integrity`."""
         attributes = self.attributes
         attributes.pop("MESSAGE-INTEGRITY-SHA256", None)
         attributes.pop("FINGERPRINT", None)
@@ -280,6 +287,8 @@ class Message:
         attributes["MESSAGE-INTEGRITY-SHA256"] = mac
         self._integrity_sha256_data = data
         self._cache = (attributes.copy(), data + _MI256_TL + mac)
+        if fingerprint:
+            self.add_fingerprint()
 
     # -- checking ---------------------------------------------------------------
 
