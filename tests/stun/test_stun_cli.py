@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from aioice.stun.__main__ import main, parse_address
+from aioice.stun.__main__ import main
+from aioice.stun.transmit import parse_address
 
 TIMEOUT = 30.0
 LISTENING = re.compile(r"^listening on udp (\S+):(\d+)$")

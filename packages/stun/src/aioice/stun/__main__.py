@@ -11,18 +11,7 @@ import sys
 
 from . import Class, Message, Method, NatDiscoveryError, TransactionError
 from . import asyncio as stun_asyncio
-from .transmit import Address
-
-
-def parse_address(value: str, default_port: int = 3478) -> Address:
-    """Parse ``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT``."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if value.count(":") == 1:
-        host, port = value.split(":")
-        return host, int(port)
-    return value, default_port
+from .transmit import parse_address
 
 
 async def _serve(args: argparse.Namespace) -> int:
