@@ -48,7 +48,6 @@ _TL = struct.Struct("!HH")
 _TLI = struct.Struct("!HHI")
 _TLQ = struct.Struct("!HHQ")
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
-_ENCODE_TABLE: Final = ENCODE_TABLE
 _SIGNATURES: Final = frozenset({"MESSAGE-INTEGRITY", "MESSAGE-INTEGRITY-SHA256", "FINGERPRINT"})
 _new_message = object.__new__
 _U16 = struct.Struct("!H")
@@ -174,7 +173,7 @@ class Message:
         try:
             # The common kinds are encoded inline: this loop is the encoder's hot path.
             for name, value in attributes.items():
-                attr_type, kind, encode = _ENCODE_TABLE[name]
+                attr_type, kind, encode = ENCODE_TABLE[name]
                 if kind == KIND_UNSIGNED:
                     append(_TLI.pack(attr_type, 4, value))
                 elif kind == KIND_STRING:
@@ -188,7 +187,7 @@ class Message:
                 else:
                     append(encode(value, tid))
         except KeyError:
-            if name in _ENCODE_TABLE:
+            if name in ENCODE_TABLE:
                 raise
             raise ValueError(f"unknown STUN attribute {name!r}") from None
         except (struct.error, AttributeError, TypeError, OverflowError) as exc:
@@ -308,8 +307,9 @@ class Message:
         data = self._integrity_data
         if data is None:
             return False
-        check = data[:2] + _U16.pack(len(data) - 20 + INTEGRITY_LENGTH) + data[4:]
-        return hmac.compare_digest(self.attributes["MESSAGE-INTEGRITY"], hmac_sha1(key, check))
+        return hmac.compare_digest(
+            self.attributes["MESSAGE-INTEGRITY"], message_integrity(data, key)
+        )
 
     @property
     def error_code(self) -> int | None:
@@ -387,18 +387,17 @@ def parse_message(data: bytes) -> Message:
                     zlib.crc32(data[:-8]) ^ FINGERPRINT_XOR
                 ):
                     raise StunParseError("STUN message fingerprint does not match")
-                message = _new_message(Message)
-                message.message_method = method
-                message.message_class = message_class
-                message.transaction_id = tid
-                message.attributes = fast
-                message.unknown_attributes = message.duplicates = ()
-                end = shape.integrity_end
-                message._integrity_data = data[:end] if end else None
-                end = shape.sha256_end
-                message._integrity_sha256_data = data[:end] if end else None
-                message._cache = None
-                return message
+                end, end256 = shape.integrity_end, shape.sha256_end
+                return _message(
+                    method,
+                    message_class,
+                    tid,
+                    fast,
+                    (),
+                    (),
+                    data[:end] if end else None,
+                    data[:end256] if end256 else None,
+                )
 
     attributes: dict[str, Any] = {}
     unknown: list[int] = []
