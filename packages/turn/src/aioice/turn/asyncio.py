@@ -107,6 +107,12 @@ class TurnTransport(asyncio.DatagramTransport):
     # -- the pump -----------------------------------------------------------------------
 
     def _received(self, data: bytes) -> None:
+        # Fast lane: ChannelData on a bound channel goes straight to the protocol.
+        relayed = self._client.channel_payload(data)
+        if relayed is not None:
+            if self._protocol is not None and not self._closing:
+                self._protocol.datagram_received(*relayed)
+            return
         self._client.receive(data, now=self._loop.time())
         self._pump()
 
@@ -187,9 +193,17 @@ class TurnTransport(asyncio.DatagramTransport):
         Data is dropped once the transport is closing or the allocation is lost.
         A refused permission or channel reaches the protocol's ``error_received()``.
         """
-        if self._closing or self._client.state is not TurnState.ALLOCATED:
+        if self._closing:
             return
-        self._client.send(bytes(data), (addr[0], addr[1]), now=self._loop.time())
+        peer = (addr[0], addr[1])
+        # Fast lane: ChannelData on a bound channel, no timer to re-arm.
+        frame = self._client.channel_data(data, peer)
+        if frame is not None:
+            self._link.send(frame)
+            return
+        if self._client.state is not TurnState.ALLOCATED:
+            return
+        self._client.send(bytes(data), peer, now=self._loop.time())
         self._pump()
 
     def close(self) -> None:

@@ -258,6 +258,30 @@ class TurnClient:
         else:
             self._send_indication(data, peer)
 
+    def channel_data(self, data: bytes, peer: Address) -> bytes | None:
+        """ChannelData carrying ``data`` to ``peer`` if its channel is bound, else ``None``.
+
+        The data path's fast lane: no state changes, no event, no timer. The
+        caller sends the result itself; on ``None`` it calls :meth:`send`.
+        """
+        channel = self._channels.get(peer)
+        if channel is None or not channel.bound:
+            return None
+        return _CHANNEL_HEADER.pack(channel.number, len(data)) + data
+
+    def channel_payload(self, data: bytes) -> tuple[bytes, Address] | None:
+        """``(payload, peer)`` of ChannelData on a bound channel, else ``None``.
+
+        The receive path's fast lane: the caller hands anything else to :meth:`receive`.
+        """
+        if len(data) < 4 or (data[0] & 0xC0) != 0x40:
+            return None
+        number, length = _CHANNEL_HEADER.unpack_from(data)
+        peer = self._peers.get(number)
+        if peer is None or len(data) < 4 + length:
+            return None
+        return data[4 : 4 + length], peer
+
     def create_permission(self, peers: list[Address], *, now: float) -> None:
         """Install permissions for ``peers`` ahead of any data (RFC 8656 §9)."""
         if self.state is not TurnState.ALLOCATED:
