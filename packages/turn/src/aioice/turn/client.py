@@ -116,6 +116,13 @@ class TurnClientConfig:
     software: str | None = None
     "SOFTWARE attribute of the requests, or ``None``."
 
+    def __post_init__(self) -> None:
+        # RFC 8656 §7.2: a server rejects both families in one Allocate with 400.
+        if self.requested_family is not None and self.additional_family is not None:
+            raise ValueError("requested_family and additional_family exclude each other")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+
 
 @dataclass(slots=True)
 class _Channel:
@@ -197,7 +204,9 @@ class TurnClient:
         self._channels: dict[Address, _Channel] = {}
         self._peers: dict[int, Address] = {}
         self._next_channel = CHANNEL_MIN
-        self._free_channels: list[int] = []
+        # Numbers whose binding failed stay with their peer: the server may hold the
+        # binding, and a number cannot go to another peer for 5 minutes (RFC 8656 §12).
+        self._failed_channels: dict[Address, int] = {}
         self._permissions: dict[str, _Permission] = {}
 
     @property
@@ -231,6 +240,8 @@ class TurnClient:
         false, or all 4096 numbers taken) data goes in Send indications once a
         permission exists.
         """
+        if len(data) > 0xFFFF:
+            raise ValueError(f"TURN cannot relay {len(data)} bytes in one datagram (max 65535)")
         channel = self._channels.get(peer)
         if channel is not None and channel.bound:
             self._pending.append(_CHANNEL_HEADER.pack(channel.number, len(data)) + data)
@@ -240,7 +251,7 @@ class TurnClient:
         if channel is not None:
             self._enqueue(channel.queue, data)
             return
-        number = self._channel_number() if self.config.use_channels else None
+        number = self._channel_number(peer) if self.config.use_channels else None
         if number is not None:
             channel = _Channel(number, peer)
             channel.queue.append(data)
@@ -265,7 +276,7 @@ class TurnClient:
         caller sends the result itself; on ``None`` it calls :meth:`send`.
         """
         channel = self._channels.get(peer)
-        if channel is None or not channel.bound:
+        if channel is None or not channel.bound or len(data) > 0xFFFF:
             return None
         return _CHANNEL_HEADER.pack(channel.number, len(data)) + data
 
@@ -338,7 +349,9 @@ class TurnClient:
             self._request(Method.REFRESH, {"LIFETIME": self.config.lifetime}, "refresh", None, now)
         for ip, permission in self._permissions.items():
             if not permission.pending and permission.refresh_at <= now:
-                permission.pending = True
+                # The permission holds for another minute, so data is not held back
+                # (``pending`` stays false) while the refresh is in flight.
+                permission.refresh_at = now + PERMISSION_LIFETIME  # until the answer
                 self._request(
                     Method.CREATE_PERMISSION,
                     {"XOR-PEER-ADDRESS": (ip, 0)},
@@ -383,9 +396,7 @@ class TurnClient:
         deadlines = [r.transaction.get_timer() for r in self._requests.values()]
         if self.state is TurnState.ALLOCATED:
             deadlines.append(self._refresh_at)
-            deadlines.extend(
-                p.refresh_at for p in self._permissions.values() if not p.pending
-            )
+            deadlines.extend(p.refresh_at for p in self._permissions.values() if not p.pending)
             deadlines.extend(c.refresh_at for c in self._channels.values() if c.bound)
         return min((d for d in deadlines if d is not None), default=None)
 
@@ -469,15 +480,23 @@ class TurnClient:
             return False
         if code == 401 and self._key is not None and nonce == self._nonce:
             return False  # the credentials themselves were refused
-        self._nonce = nonce
         if realm != self._realm or self._key is None:
+            sha256 = self._offers_sha256(response, nonce)
+            algorithm = PasswordAlgorithm.SHA256 if sha256 else PasswordAlgorithm.MD5
+            try:
+                key = long_term_key(
+                    self.config.username, realm, self.config.password, algorithm=algorithm
+                )
+            except ValueError as exc:
+                # SASLprep refuses the realm (from the network) or the password: no key,
+                # so the request fails instead of raising out of receive().
+                logger.debug("TURN %s: cannot make the long-term key: %s", self.server, exc)
+                return False
             self._realm = realm
-            self._sha256 = self._offers_sha256(response, nonce)
+            self._sha256 = sha256
             self._algorithms = response.attributes.get("PASSWORD-ALGORITHMS", ())
-            algorithm = PasswordAlgorithm.SHA256 if self._sha256 else PasswordAlgorithm.MD5
-            self._key = long_term_key(
-                self.config.username, realm, self.config.password, algorithm=algorithm
-            )
+            self._key = key
+        self._nonce = nonce
         self.stats.auth_retries += 1
         old = request.transaction.request
         attributes = {
@@ -508,8 +527,11 @@ class TurnClient:
         features = nonce_security_features(nonce)
         if features is None or not features & SecurityFeature.PASSWORD_ALGORITHMS:
             return False
-        algorithms = response.attributes.get("PASSWORD-ALGORITHMS", ())
-        return any(number == PasswordAlgorithm.SHA256 for number, _ in algorithms)
+        # The first algorithm of the server's list that this client knows.
+        for number, _ in response.attributes.get("PASSWORD-ALGORITHMS", ()):
+            if number in (PasswordAlgorithm.MD5, PasswordAlgorithm.SHA256):
+                return bool(number == PasswordAlgorithm.SHA256)
+        return False
 
     def _succeeded(self, request: _Request, response: Message, now: float) -> None:
         kind = request.kind
@@ -578,7 +600,7 @@ class TurnClient:
                 del self._channels[channel.peer]
                 del self._peers[channel.number]
                 # The same number may be bound to the same peer again (§12).
-                self._free_channels.append(channel.number)
+                self._failed_channels[channel.peer] = channel.number
                 self._events.append(SendFailed(channel.peer, error, len(channel.queue)))
 
     # -- helpers ------------------------------------------------------------------------
@@ -626,9 +648,10 @@ class TurnClient:
         self._peers.clear()
         self._permissions.clear()
 
-    def _channel_number(self) -> int | None:
-        if self._free_channels:
-            return self._free_channels.pop()
+    def _channel_number(self, peer: Address) -> int | None:
+        number = self._failed_channels.pop(peer, None)
+        if number is not None:
+            return number
         if self._next_channel > CHANNEL_MAX:
             return None
         self._next_channel += 1
