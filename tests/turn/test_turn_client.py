@@ -1704,7 +1704,7 @@ def test_receive_never_raises_hypothesis(inputs: list[tuple[bytes, float]]) -> N
     ],
 )
 def test_config_refuses_contradictions(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="exclude each other|go together"):
+    with pytest.raises(ValueError, match=r"exclude each other|go together"):
         TurnClientConfig(**kwargs)
 
 
