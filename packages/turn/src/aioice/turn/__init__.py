@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from .__about__ import __version__
 from .client import (
-    CHANNEL_LIFETIME,
-    PERMISSION_LIFETIME,
     TurnClient,
     TurnClientConfig,
     TurnClientStats,
     TurnState,
     is_channel_data,
 )
+from .constants import CHANNEL_LIFETIME, PERMISSION_LIFETIME
 from .errors import TurnAllocationError, TurnError, TurnStateError
 from .events import (
     AllocationFailed,

@@ -36,6 +36,13 @@ from aioice.stun import (
     parse_message,
 )
 
+from .constants import (
+    CHANNEL_LIFETIME,
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    PERMISSION_LIFETIME,
+    UDP_TRANSPORT,
+)
 from .errors import TurnStateError
 from .events import (
     AllocationFailed,
@@ -48,8 +55,6 @@ from .events import (
 )
 
 __all__ = [
-    "CHANNEL_LIFETIME",
-    "PERMISSION_LIFETIME",
     "TurnClient",
     "TurnClientConfig",
     "TurnClientStats",
@@ -59,16 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-UDP_TRANSPORT: Final = 0x11000000
-"REQUESTED-TRANSPORT for UDP relaying: protocol 17 in the top byte (RFC 8656 §18.8)."
-FAMILY_IPV4: Final = 0x01
-FAMILY_IPV6: Final = 0x02
-CHANNEL_MIN: Final = 0x4000
-CHANNEL_MAX: Final = 0x4FFF
-PERMISSION_LIFETIME: Final = 300.0
-"A permission lasts 300 s (RFC 8656 §9); the client refreshes it a minute before."
-CHANNEL_LIFETIME: Final = 600.0
-"A channel binding lasts 600 s (RFC 8656 §12); the client refreshes it a minute before."
 REFRESH_MARGIN: Final = 60.0
 MAX_AUTH_RETRIES: Final = 3
 "How many times one request is sent again with new credentials (401) or nonce (438)."

@@ -51,6 +51,16 @@ from aioice.stun import (
     saslprep,
 )
 
+from .constants import (
+    CHANNEL_LIFETIME,
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    FAMILY_IPV4,
+    FAMILY_IPV6,
+    PERMISSION_LIFETIME,
+    UDP_TRANSPORT,
+)
+
 __all__ = [
     "CHANNEL_LIFETIME",
     "CHANNEL_MAX",
@@ -67,19 +77,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-UDP_TRANSPORT: Final = 17 << 24
-"REQUESTED-TRANSPORT for UDP: protocol number 17 in the top byte (RFC 8656 §18.8)."
-PERMISSION_LIFETIME: Final = 300.0
-"Seconds a permission lasts unless refreshed (RFC 8656 §9)."
-CHANNEL_LIFETIME: Final = 600.0
-"Seconds a channel binding lasts unless refreshed (RFC 8656 §12)."
-CHANNEL_MIN: Final = 0x4000
-"Lowest channel number a client may bind (RFC 8656 §12)."
-CHANNEL_MAX: Final = 0x4FFF
-"Highest channel number a client may bind (RFC 8656 §12; RFC 5766 allowed up to 0x7FFE)."
-
-FAMILY_IPV4: Final = 0x01
-FAMILY_IPV6: Final = 0x02
 _FAMILIES: Final = {FAMILY_IPV4: 4, FAMILY_IPV6: 6}
 
 # A Data indication carries at most this much: its 16-bit length also covers
