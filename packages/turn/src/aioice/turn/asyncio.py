@@ -50,6 +50,8 @@ class _ServerLink(asyncio.Protocol, asyncio.DatagramProtocol):
         self.transport: asyncio.BaseTransport | None = None
         self.on_data: Callable[[bytes], None] = lambda data: None
         self.on_lost: Callable[[Exception | None], None] = lambda exc: None
+        #: Done once the socket is closed.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -70,6 +72,8 @@ class _ServerLink(asyncio.Protocol, asyncio.DatagramProtocol):
         logger.debug("TURN server socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
         self.on_lost(exc)
 
     def send(self, data: bytes) -> None:
@@ -319,6 +323,7 @@ async def create_turn_endpoint(
             turn._pump()
             await turn._allocated
         except _AllocationFailedError as exc:
+            await link.closed  # the socket is closed before a retry or an exception
             event = exc.event
             code = event.error_code
             if code == 300 and event.alternate_server is not None and not redirected:
@@ -332,6 +337,7 @@ async def create_turn_endpoint(
         except BaseException:
             # Cancellation (a gathering timeout) included: never leak the socket.
             turn.abort()
+            await asyncio.shield(link.closed)
             raise
         protocol = protocol_factory()
         turn._protocol = cast(asyncio.DatagramProtocol, protocol)
