@@ -311,6 +311,7 @@ def run_coturn(
     permission_lifetime: int = PERMISSION_LIFETIME,
     channel_lifetime: int = CHANNEL_LIFETIME,
     auth_secret: str | None = None,
+    relay_port_count: int = RELAY_PORT_COUNT,
     extra_args: Sequence[str] = (),
 ) -> Iterator[Coturn]:
     """Start coturn in ``workdir``, wait until it answers, stop it on exit (see :func:`coturn`)."""
@@ -323,7 +324,7 @@ def run_coturn(
         taken.add(port)
         tls_port = _free_port(hosts, taken)
         taken.add(tls_port)
-        min_port, max_port = _free_range(hosts, RELAY_PORT_COUNT, taken)
+        min_port, max_port = _free_range(hosts, relay_port_count, taken)
         log = workdir / f"turnserver-{attempt + 1}.log"
         if auth_secret is None:
             username, password = USERNAME, PASSWORD
@@ -494,9 +495,15 @@ class CoturnFactory:
         permission_lifetime: int = PERMISSION_LIFETIME,
         channel_lifetime: int = CHANNEL_LIFETIME,
         auth_secret: str | None = None,
+        relay_port_count: int = RELAY_PORT_COUNT,
         extra_args: Sequence[str] = (),
     ) -> Coturn:
-        """Start a server and return once it answers; it stops at the end of the test."""
+        """Start a server and return once it answers; it stops at the end of the test.
+
+        ``relay_port_count``: the size of the relay port range. coturn frees a UDP relay
+        port only on its next one-second tick after a Refresh with LIFETIME 0, so many
+        allocate / close cycles a second need more than :data:`RELAY_PORT_COUNT`.
+        """
         self._count += 1
         workdir = self._tmp_path / f"coturn-{self._count}"
         workdir.mkdir()
@@ -509,6 +516,7 @@ class CoturnFactory:
                 permission_lifetime=permission_lifetime,
                 channel_lifetime=channel_lifetime,
                 auth_secret=auth_secret,
+                relay_port_count=relay_port_count,
                 extra_args=extra_args,
             )
         )

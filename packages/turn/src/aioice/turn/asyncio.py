@@ -105,6 +105,8 @@ class TurnTransport(asyncio.DatagramTransport):
         self._closing = False
         self._allocated: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
+        # Set by _shutdown: what connection_lost() reports once the socket is closed.
+        self._shutdown_exc: tuple[Exception | None] | None = None
         link.on_data = self._received
         link.on_lost = self._link_lost
 
@@ -163,13 +165,23 @@ class TurnTransport(asyncio.DatagramTransport):
         elif isinstance(event, Closed):
             self._shutdown(None)
 
-    def _shutdown(self, exc: Exception | None) -> None:
+    def _shutdown(self, exc: Exception | None, *, abort: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
-        if self._link.transport is not None and not self._link.transport.is_closing():
-            self._link.transport.close()
-        self._finish(exc)
+        self._closing = True
+        transport = self._link.transport
+        if transport is None or self._link.closed.done():
+            self._finish(exc)
+            return
+        # The protocol hears connection_lost(exc) once the socket is closed (_link_lost):
+        # a TLS socket stays open until the server answers close_notify.
+        if self._shutdown_exc is None:
+            self._shutdown_exc = (exc,)
+        if abort:
+            cast(asyncio.DatagramTransport | asyncio.WriteTransport, transport).abort()
+        elif not transport.is_closing():
+            transport.close()
 
     def _link_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -179,7 +191,10 @@ class TurnTransport(asyncio.DatagramTransport):
             self._allocated.set_exception(
                 TurnAllocationError(f"TURN server connection lost: {exc}")
             )
-        self._finish(exc if exc is not None or self._closing else ConnectionError("closed"))
+        if self._shutdown_exc is not None:
+            self._finish(self._shutdown_exc[0])
+        else:
+            self._finish(exc if exc is not None or self._closing else ConnectionError("closed"))
 
     def _finish(self, exc: Exception | None) -> None:
         if self._closed.done():
@@ -225,7 +240,7 @@ class TurnTransport(asyncio.DatagramTransport):
     def abort(self) -> None:
         """Close the socket at once, without deleting the allocation."""
         self._closing = True
-        self._shutdown(None)
+        self._shutdown(None, abort=True)
 
     def is_closing(self) -> bool:
         return self._closing
