@@ -324,19 +324,27 @@ def turn_in_memory(impl: str, turn: Any, server: tuple[str, int]) -> Iterator[No
 
     This reaches into each implementation's privates: ours' ``TurnTransport._link`` (the
     ``_ServerLink``) and upstream's ``TurnTransport.__inner_protocol`` (its
-    ``TurnClientUdpProtocol``); both send with ``.transport.sendto(data)`` and take data
-    from the server in ``.datagram_received(data, addr)``.
+    ``TurnClientUdpProtocol``); both send with ``.transport.sendto(data)`` (ours' data path
+    with ``.send_raw``, the same method bound once) and take data from the server in
+    ``.datagram_received(data, addr)``.
     """
     name = "_link" if impl == "ours" else "_TurnTransport__inner_protocol"
     holder = getattr(turn, name, None)
     real = getattr(holder, "transport", None)
     if holder is None or real is None or not hasattr(holder, "datagram_received"):
         raise RuntimeError(f"{impl}: no {name}.transport to swap for the in-memory run")
-    holder.transport = MemoryEcho(holder.datagram_received, server)
+    echo = MemoryEcho(holder.datagram_received, server)
+    raw = getattr(holder, "send_raw", None)
+    holder.transport = echo
+    if raw is not None:
+        # Ours sends its data path with the transport's own sendto, bound at connection.
+        holder.send_raw = echo.sendto
     try:
         yield
     finally:
         holder.transport = real
+        if raw is not None:
+            holder.send_raw = raw
 
 
 class Child:

@@ -257,17 +257,25 @@ class Tap:
         self.sent: list[bytes] = []
         self.received: list[bytes] = []
         link = turn._link
-        send, on_data = link.send, link.on_data
+        # The slow path sends with link.send, the data path with link.send_raw; frames
+        # come in through link.on_data (streams) or turn._received (datagrams).
+        send, send_raw, on_data = link.send, link.send_raw, link.on_data
 
         def tapped_send(data: bytes) -> None:
             self.sent.append(data)
             send(data)
+
+        def tapped_send_raw(data: bytes) -> None:
+            self.sent.append(data)
+            send_raw(data)
 
         def tapped_data(data: bytes) -> None:
             self.received.append(data)
             on_data(data)
 
         monkeypatch.setattr(link, "send", tapped_send)
+        monkeypatch.setattr(link, "send_raw", tapped_send_raw)
+        monkeypatch.setattr(turn, "_received", tapped_data)
         link.on_data = tapped_data
 
     def clear(self) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import ssl as ssl_module
+import struct
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -39,6 +40,7 @@ MAX_MISMATCH_RETRIES = 3
 "Allocate again from a new local port this many times after 437 (RFC 8656 §7.3)."
 
 _ProtocolT = TypeVar("_ProtocolT", bound=asyncio.BaseProtocol)
+_CHANNEL_HEADER = struct.Struct("!HH")
 
 
 class _ServerLink(asyncio.Protocol, asyncio.DatagramProtocol):
@@ -50,11 +52,18 @@ class _ServerLink(asyncio.Protocol, asyncio.DatagramProtocol):
         self.transport: asyncio.BaseTransport | None = None
         self.on_data: Callable[[bytes], None] = lambda data: None
         self.on_lost: Callable[[Exception | None], None] = lambda exc: None
+        #: Sends one datagram (one frame, padded, on streams); set once connected.
+        self.send_raw: Callable[[bytes], None] = self.send
         #: Done once the socket is closed.
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if self.framer is None:
+            # The data path sends with the transport's own method, no wrapper.
+            self.send_raw = cast(asyncio.DatagramTransport, transport).sendto
+        else:
+            self.send_raw = self.send
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.on_data(data)
@@ -109,16 +118,28 @@ class TurnTransport(asyncio.DatagramTransport):
         self._shutdown_exc: tuple[Exception | None] | None = None
         link.on_data = self._received
         link.on_lost = self._link_lost
+        # The data path reads the core's channel tables (same package) directly.
+        self._bound = client._bound
+        self._peers = client._peers
+        self._deliver: Callable[[bytes, Address], None] | None = None
+        if not link.stream:
+            # Datagrams from the server come straight here, one call fewer.
+            link.datagram_received = self._datagram_received  # type: ignore[method-assign]
 
     # -- the pump -----------------------------------------------------------------------
 
+    def _datagram_received(self, data: bytes, addr: Any) -> None:
+        self._received(data)
+
     def _received(self, data: bytes) -> None:
-        # Fast lane: ChannelData on a bound channel goes straight to the protocol.
-        relayed = self._client.channel_payload(data)
-        if relayed is not None:
-            if self._protocol is not None and not self._closing:
-                self._protocol.datagram_received(*relayed)
-            return
+        # Fast lane: ChannelData on a known channel goes straight to the protocol.
+        if data and (data[0] & 0xC0) == 0x40 and len(data) >= 4:
+            number, length = _CHANNEL_HEADER.unpack_from(data)
+            peer = self._peers.get(number)
+            deliver = self._deliver
+            if peer is not None and deliver is not None and len(data) >= 4 + length:
+                deliver(data[4 : 4 + length], peer)
+                return
         self._client.receive(data, now=self._loop.time())
         self._pump()
 
@@ -197,6 +218,7 @@ class TurnTransport(asyncio.DatagramTransport):
             self._finish(exc if exc is not None or self._closing else ConnectionError("closed"))
 
     def _finish(self, exc: Exception | None) -> None:
+        self._deliver = None
         if self._closed.done():
             return
         self._closed.set_result(None)
@@ -212,13 +234,20 @@ class TurnTransport(asyncio.DatagramTransport):
         Data is dropped once the transport is closing or the allocation is lost.
         A refused permission or channel reaches the protocol's ``error_received()``.
         """
+        # Fast lane: ChannelData on a bound channel, no timer to re-arm.
+        try:
+            number = self._bound.get(addr)
+        except TypeError:  # an unhashable address, such as a list
+            number = None
+        if number is not None and not self._closing and len(data) <= 0xFFFF:
+            self._link.send_raw(_CHANNEL_HEADER.pack(number, len(data)) + data)
+            return
         if self._closing:
             return
         peer = (addr[0], addr[1])
-        # Fast lane: ChannelData on a bound channel, no timer to re-arm.
-        frame = self._client.channel_data(data, peer)
-        if frame is not None:
-            self._link.send(frame)
+        number = self._bound.get(peer)
+        if number is not None and len(data) <= 0xFFFF:
+            self._link.send_raw(_CHANNEL_HEADER.pack(number, len(data)) + data)
             return
         if self._client.state is not TurnState.ALLOCATED:
             return
@@ -234,6 +263,7 @@ class TurnTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
+        self._deliver = None  # nothing more reaches the protocol once it closes us
         self._client.close(now=self._loop.time())
         self._pump()
 
@@ -356,5 +386,6 @@ async def create_turn_endpoint(
             raise
         protocol = protocol_factory()
         turn._protocol = cast(asyncio.DatagramProtocol, protocol)
+        turn._deliver = turn._protocol.datagram_received
         protocol.connection_made(turn)
         return turn, protocol

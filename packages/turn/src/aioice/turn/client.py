@@ -14,8 +14,9 @@ import logging
 import random
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 from aioice.stun import (
@@ -198,11 +199,28 @@ class TurnClient:
         self._refresh_at: float | None = None
         self._channels: dict[Address, _Channel] = {}
         self._peers: dict[int, Address] = {}
+        # peer -> number of the channels that are bound: the data path's lookup table.
+        self._bound: dict[Address, int] = {}
+        self._bound_view = MappingProxyType(self._bound)
+        self._peers_view = MappingProxyType(self._peers)
         self._next_channel = CHANNEL_MIN
         # Numbers whose binding failed stay with their peer: the server may hold the
         # binding, and a number cannot go to another peer for 5 minutes (RFC 8656 §12).
         self._failed_channels: dict[Address, int] = {}
         self._permissions: dict[str, _Permission] = {}
+
+    @property
+    def bound_channels(self) -> Mapping[Address, int]:
+        """Peer -> channel number of the bound channels (a live, read-only view).
+
+        Adapters may read it on their data path to frame ChannelData themselves.
+        """
+        return self._bound_view
+
+    @property
+    def channel_peers(self) -> Mapping[int, Address]:
+        """Channel number -> peer (a live, read-only view), to deliver ChannelData."""
+        return self._peers_view
 
     @property
     def relayed_address(self) -> Address | None:
@@ -270,10 +288,10 @@ class TurnClient:
         The data path's fast lane: no state changes, no event, no timer. The
         caller sends the result itself; on ``None`` it calls :meth:`send`.
         """
-        channel = self._channels.get(peer)
-        if channel is None or not channel.bound or len(data) > 0xFFFF:
+        number = self._bound.get(peer)
+        if number is None or len(data) > 0xFFFF:
             return None
-        return _CHANNEL_HEADER.pack(channel.number, len(data)) + data
+        return _CHANNEL_HEADER.pack(number, len(data)) + data
 
     def channel_payload(self, data: bytes) -> tuple[bytes, Address] | None:
         """``(payload, peer)`` of ChannelData on a bound channel, else ``None``.
@@ -556,6 +574,7 @@ class TurnClient:
             if self._channels.get(channel.peer) is not channel:
                 return  # forgotten meanwhile
             channel.bound = True
+            self._bound[channel.peer] = channel.number
             channel.refresh_at = now + CHANNEL_LIFETIME - REFRESH_MARGIN
             # A channel binding installs or refreshes the permission too (§12.2), which
             # lasts 300 s only: CreatePermission keeps it from then on.
@@ -593,6 +612,7 @@ class TurnClient:
             channel: _Channel = request.context
             if self._channels.get(channel.peer) is channel:
                 del self._channels[channel.peer]
+                self._bound.pop(channel.peer, None)
                 del self._peers[channel.number]
                 # The same number may be bound to the same peer again (§12).
                 self._failed_channels[channel.peer] = channel.number
@@ -641,6 +661,7 @@ class TurnClient:
         # Without an allocation, channels and permissions are gone too.
         self._channels.clear()
         self._peers.clear()
+        self._bound.clear()
         self._permissions.clear()
 
     def _channel_number(self, peer: Address) -> int | None:
