@@ -29,10 +29,8 @@ import hmac
 import importlib.metadata
 import io
 import json
-import os
 import platform
 import pstats
-import shutil
 import socket
 import struct
 import subprocess
@@ -43,12 +41,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+# The bench helpers sit beside this script; children run as ``python -I``, which leaves
+# the script's folder off sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from upstream_venv import (
+    UPSTREAM_VERSION,
+    clean_env,
+    ensure_upstream_venv,
+    is_within,
+    our_src_dirs,
+    resolved_sys_path,
+)
+
 SCRIPT: Final = Path(__file__).resolve()
-BENCH_DIR: Final = SCRIPT.parent
-REPO_DIR: Final = BENCH_DIR.parent
-UPSTREAM_VENV: Final = BENCH_DIR / ".upstream-venv"
-UPSTREAM_VERSION: Final = "0.13.0"
-UPSTREAM_REQUIREMENT: Final = f"aioice=={UPSTREAM_VERSION}"
 
 IMPLS: Final = ("floor", "ours", "upstream")
 OPS: Final = (
@@ -349,28 +355,6 @@ def codec_workload(request_data: bytes, response_data: bytes) -> Workload:
 # --- Isolation checks (which aioice.stun did we get?). ----------------------------------------
 
 
-def our_src_dirs() -> list[Path]:
-    return sorted(path.resolve() for path in (REPO_DIR / "packages").glob("*/src"))
-
-
-def resolved_sys_path() -> list[Path]:
-    paths: list[Path] = []
-    for entry in sys.path:
-        try:
-            paths.append(Path(entry or os.getcwd()).resolve())
-        except OSError:
-            continue
-    return paths
-
-
-def is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-    except ValueError:
-        return False
-    return True
-
-
 def describe_codec(impl: str) -> dict[str, str]:
     """Import ``aioice.stun`` and check that it is the implementation ``impl`` asks for."""
     if impl == "floor":
@@ -534,97 +518,6 @@ def profile_child(impl: str, min_time: float, top: int) -> str:
 
 
 # --- Orchestration: one subprocess per implementation. ----------------------------------------
-
-
-def venv_python(venv: Path) -> Path:
-    if os.name == "nt":
-        return venv / "Scripts" / "python.exe"
-    return venv / "bin" / "python"
-
-
-def clean_env() -> dict[str, str]:
-    """The environment for the children: no variable that could put our sources on sys.path."""
-    drop = {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"}
-    return {name: value for name, value in os.environ.items() if name not in drop}
-
-
-def last_error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    if errors:
-        return errors[-1]
-    lines = [line for line in lines if not line.startswith("WARNING")]
-    return lines[-1] if lines else "no output"
-
-
-def upstream_installed_version(python: Path) -> str | None:
-    probe = "import importlib.metadata as m; print(m.version('aioice'))"
-    try:
-        proc = subprocess.run(
-            [str(python), "-I", "-c", probe],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def ensure_upstream_venv() -> tuple[Path | None, str]:
-    """Create ``bench/.upstream-venv`` with aioice 0.13.0 once; (python, "") or (None, why)."""
-    python = venv_python(UPSTREAM_VENV)
-    if python.exists() and upstream_installed_version(python) == UPSTREAM_VERSION:
-        return python, ""
-
-    rel = UPSTREAM_VENV.relative_to(REPO_DIR)
-    if not python.exists():
-        if UPSTREAM_VENV.exists():
-            shutil.rmtree(UPSTREAM_VENV)
-        print(f"creating {rel} (once) ...", file=sys.stderr, flush=True)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "venv", str(UPSTREAM_VENV)],
-                capture_output=True,
-                text=True,
-                env=clean_env(),
-                timeout=300,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return None, f"python -m venv {rel} failed: {exc}"
-        if proc.returncode != 0 or not python.exists():
-            return None, f"python -m venv {rel} failed: {last_error_line(proc.stderr)}"
-
-    print(f"installing {UPSTREAM_REQUIREMENT} into {rel} ...", file=sys.stderr, flush=True)
-    try:
-        proc = subprocess.run(
-            [
-                str(python),
-                "-I",
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--quiet",
-                UPSTREAM_REQUIREMENT,
-            ],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=900,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"pip install {UPSTREAM_REQUIREMENT} failed: {exc}"
-    if proc.returncode != 0:
-        return None, f"pip install {UPSTREAM_REQUIREMENT} failed: {last_error_line(proc.stderr)}"
-    version = upstream_installed_version(python)
-    if version != UPSTREAM_VERSION:
-        return None, f"{rel} has aioice {version}, not {UPSTREAM_VERSION}"
-    return python, ""
 
 
 def child_command(python: Path | str, impl: str, args: argparse.Namespace) -> list[str]:

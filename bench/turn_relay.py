@@ -55,11 +55,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+# The bench helpers sit beside this script; children run as ``python -I``, which leaves
+# the script's folder off sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from upstream_venv import (
+    UPSTREAM_VERSION,
+    clean_env,
+    ensure_upstream_venv,
+    is_within,
+    our_src_dirs,
+)
+
 SCRIPT: Final = Path(__file__).resolve()
-BENCH_DIR: Final = SCRIPT.parent
-REPO_DIR: Final = BENCH_DIR.parent
-UPSTREAM_VENV: Final = BENCH_DIR / ".upstream-venv"
-UPSTREAM_VERSION: Final = "0.13.0"
 
 IMPLS: Final = ("ours", "upstream")
 PATHS: Final = ("direct", "turn", "direct_mem", "turn_mem")
@@ -202,18 +210,6 @@ class Exchange(asyncio.DatagramProtocol):
             self.done.set_result(None)
         else:
             self.done.set_exception(exc)
-
-
-def our_src_dirs() -> list[Path]:
-    return sorted(path.resolve() for path in (REPO_DIR / "packages").glob("*/src"))
-
-
-def is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-    except ValueError:
-        return False
-    return True
 
 
 def load_turn(impl: str) -> tuple[Callable[..., Any], dict[str, str]]:
@@ -537,36 +533,6 @@ def echo_main() -> int:
 
 
 # --- Orchestration: coturn, the echo peer, and the children round-robin. ----------------------
-
-
-def clean_env() -> dict[str, str]:
-    """The environment for the children: no variable that could put our sources on sys.path."""
-    drop = {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"}
-    return {name: value for name, value in os.environ.items() if name not in drop}
-
-
-def upstream_python() -> tuple[Path | None, str]:
-    """``bench/.upstream-venv``'s python if it has aioice 0.13.0; else (None, why)."""
-    python = UPSTREAM_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    rel = os.path.relpath(UPSTREAM_VENV, REPO_DIR)
-    if not python.exists():
-        return None, f"{rel} does not exist (`hatch run bench:stun` creates it)"
-    probe = "import importlib.metadata as m; print(m.version('aioice'))"
-    try:
-        proc = subprocess.run(
-            [str(python), "-I", "-c", probe],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{rel}: {exc}"
-    version = proc.stdout.strip() if proc.returncode == 0 else None
-    if version != UPSTREAM_VERSION:
-        return None, f"{rel} has aioice {version}, not {UPSTREAM_VERSION}"
-    return python, ""
 
 
 def udp_port_free(port: int) -> bool:
@@ -977,7 +943,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     if args.skip_upstream:
         impls["upstream"] = {"skipped": "--skip-upstream"}
     else:
-        python, why = upstream_python()
+        python, why = ensure_upstream_venv()
         if python is None:
             impls["upstream"] = {"skipped": why}
             print(f"upstream SKIPPED: {why}", file=sys.stderr, flush=True)
