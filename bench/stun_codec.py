@@ -46,7 +46,7 @@ from typing import Any, Final
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from upstream_venv import (
-    UPSTREAM_VERSION,
+    check_upstream_child,
     clean_env,
     ensure_upstream_venv,
     is_within,
@@ -378,21 +378,7 @@ def describe_codec(impl: str) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             version = aioice.stun.__version__
     else:
-        if ours or not is_within(module_file, Path(sys.prefix).resolve()):
-            raise RuntimeError(f"aioice.stun comes from {module_file}, not {sys.prefix}")
-        imported = [
-            name
-            for name, module in list(sys.modules.items())
-            if any(
-                is_within(Path(getattr(module, "__file__", None) or "/").resolve(), src)
-                for src in src_dirs
-            )
-        ]
-        if imported:
-            raise RuntimeError(f"the upstream child imported our modules: {imported}")
-        version = importlib.metadata.version("aioice")
-        if version != UPSTREAM_VERSION:
-            raise RuntimeError(f"upstream aioice is {version}, not {UPSTREAM_VERSION}")
+        version = check_upstream_child("aioice.stun", module_file, ours)
     if module_file.name == "__init__.py":
         module_file = module_file.parent
     return {"module": str(module_file), "version": version}

@@ -60,7 +60,7 @@ from typing import Any, Final
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from upstream_venv import (
-    UPSTREAM_VERSION,
+    check_upstream_child,
     clean_env,
     ensure_upstream_venv,
     is_within,
@@ -236,21 +236,7 @@ def load_turn(impl: str) -> tuple[Callable[..., Any], dict[str, str]]:
         except importlib.metadata.PackageNotFoundError:
             version = str(getattr(importlib.import_module("aioice.turn"), "__version__", "?"))
     else:
-        if ours or not is_within(module_file, Path(sys.prefix).resolve()):
-            raise RuntimeError(f"aioice.turn comes from {module_file}, not {sys.prefix}")
-        imported = [
-            name
-            for name, mod in list(sys.modules.items())
-            if any(
-                is_within(Path(getattr(mod, "__file__", None) or "/").resolve(), src)
-                for src in src_dirs
-            )
-        ]
-        if imported:
-            raise RuntimeError(f"the upstream child imported our modules: {imported}")
-        version = importlib.metadata.version("aioice")
-        if version != UPSTREAM_VERSION:
-            raise RuntimeError(f"upstream aioice is {version}, not {UPSTREAM_VERSION}")
+        version = check_upstream_child("aioice.turn", module_file, ours)
     create: Callable[..., Any] = module.create_turn_endpoint
     return create, {"module": str(module_file), "version": version}
 

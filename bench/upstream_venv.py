@@ -8,6 +8,7 @@ The helpers here create it and check that a child imports what it should.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -133,3 +134,25 @@ def ensure_upstream_venv() -> tuple[Path | None, str]:
     if version != UPSTREAM_VERSION:
         return None, f"{rel} has aioice {version}, not {UPSTREAM_VERSION}"
     return python, ""
+
+
+def check_upstream_child(name: str, module_file: Path, ours: bool) -> str:
+    """In the upstream child: check that ``name`` came from the venv and that none of
+    our modules was imported; return upstream's version."""
+    if ours or not is_within(module_file, Path(sys.prefix).resolve()):
+        raise RuntimeError(f"{name} comes from {module_file}, not {sys.prefix}")
+    src_dirs = our_src_dirs()
+    imported = [
+        module_name
+        for module_name, module in list(sys.modules.items())
+        if any(
+            is_within(Path(getattr(module, "__file__", None) or "/").resolve(), src)
+            for src in src_dirs
+        )
+    ]
+    if imported:
+        raise RuntimeError(f"the upstream child imported our modules: {imported}")
+    version = importlib.metadata.version("aioice")
+    if version != UPSTREAM_VERSION:
+        raise RuntimeError(f"upstream aioice is {version}, not {UPSTREAM_VERSION}")
+    return version
