@@ -18,11 +18,8 @@ and refuses peers outside loopback, so no test can make it send anything elsewhe
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import hashlib
-import hmac
 import os
 import random
 import re
@@ -44,6 +41,7 @@ from aioice.stun import (
     TransactionError,
 )
 from aioice.stun import asyncio as stun_asyncio
+from aioice.turn import rest_credentials
 
 REALM = "aioice.test"
 USERNAME = "aioice"
@@ -218,13 +216,6 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def rest_api_credentials(secret: str, user: str, lifetime: int = 86400) -> tuple[str, str]:
-    """TURN REST API credentials: ``expiry:user`` and base64(HMAC-SHA1(secret, username))."""
-    username = f"{int(time.time()) + lifetime}:{user}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
-
-
 # -- the process --------------------------------------------------------------------------
 
 
@@ -330,7 +321,7 @@ def run_coturn(
             username, password = USERNAME, PASSWORD
             auth = ["--lt-cred-mech", "--user", f"{USERNAME}:{PASSWORD}"]
         else:
-            username, password = rest_api_credentials(auth_secret, USERNAME)
+            username, password = rest_credentials(auth_secret, now=time.time(), user=USERNAME)
             auth = ["--use-auth-secret", "--static-auth-secret", auth_secret]
         argv = [
             turnserver,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -54,6 +55,7 @@ from aioice.turn import (
     TurnEvent,
     TurnState,
     is_channel_data,
+    rest_credentials,
 )
 from aioice.turn.asyncio import TurnTransport, create_turn_endpoint
 
@@ -1008,5 +1010,27 @@ def test_dual_allocation_request(coturn: Coturn) -> None:
             finally:
                 turn.close()
                 await turn.wait_closed()
+
+    run(main)
+
+
+def test_rest_api_credentials(coturn_factory: CoturnFactory) -> None:
+    """Ephemeral credentials from ``rest_credentials`` open an allocation on a coturn
+    that knows only the shared secret (``--use-auth-secret``); expired ones are refused."""
+    server = coturn_factory(auth_secret="shared-secret")
+
+    async def main() -> None:
+        username, password = rest_credentials("shared-secret", now=time.time(), user="bob")
+        turn, _ = await create_turn_endpoint(Recorder, server.udp, username, password)
+        try:
+            assert turn.get_extra_info("sockname")[0] == "127.0.0.1"
+        finally:
+            turn.close()
+            await turn.wait_closed()
+        # Credentials whose expiry has passed are refused with 401.
+        username, password = rest_credentials("shared-secret", now=time.time() - 7200, ttl=60)
+        with pytest.raises(aioice.stun.TransactionFailed) as info:
+            await create_turn_endpoint(Recorder, server.udp, username, password)
+        assert info.value.response.error_code == 401
 
     run(main)
