@@ -49,6 +49,7 @@ class Transmit:
     remote: Address
     "The multicast group and port to send it to."
 
+
 MDNS_ADDRESS: Final = "224.0.0.251"
 MDNS_ADDRESS6: Final = "ff02::fb"
 MDNS_PORT: Final = 5353
