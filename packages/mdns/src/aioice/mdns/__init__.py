@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from .__about__ import __version__
-from .names import create_mdns_hostname, is_mdns_hostname
+from .names import create_mdns_hostname, is_mdns_hostname, normalize_name
 from .service import (
     MDNS_ADDRESS,
     MDNS_ADDRESS6,
@@ -43,6 +43,7 @@ __all__ = [
     "__version__",
     "create_mdns_hostname",
     "is_mdns_hostname",
+    "normalize_name",
 ]
 
 

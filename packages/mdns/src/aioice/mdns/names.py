@@ -7,7 +7,7 @@ import uuid
 from random import Random
 from typing import Final
 
-__all__ = ["create_mdns_hostname", "is_mdns_hostname"]
+__all__ = ["create_mdns_hostname", "is_mdns_hostname", "normalize_name"]
 
 _HOSTNAME: Final = re.compile(r"^[a-zA-Z0-9-]{1,63}\.local\.?$")
 
@@ -20,4 +20,9 @@ def create_mdns_hostname(rng: Random | None = None) -> str:
 
 def is_mdns_hostname(name: str) -> bool:
     """Whether ``name`` is a single label under ``.local``, as ICE candidates use."""
-    return _HOSTNAME.match(name) is not None
+    return _HOSTNAME.fullmatch(name) is not None  # match() lets a final newline through
+
+
+def normalize_name(name: str) -> str:
+    """The form names are kept in: lower case, without the final dot (DNS is case-blind)."""
+    return name.rstrip(".").lower()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 from . import wire
+from .names import normalize_name
 from .wire import Record
 
 __all__ = [
@@ -54,6 +55,8 @@ MDNS_ADDRESS: Final = "224.0.0.251"
 MDNS_ADDRESS6: Final = "ff02::fb"
 MDNS_PORT: Final = 5353
 GROUPS: Final = ((MDNS_ADDRESS, MDNS_PORT), (MDNS_ADDRESS6, MDNS_PORT))
+MAX_CACHED_NAMES: Final = 1024
+"Unsolicited answers are cached up to this many names; answers to our queries always are."
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +155,7 @@ class MdnsService:
         A name in the cache is resolved at once; a name already being resolved is
         not queried twice.
         """
-        key = _key(name)
+        key = normalize_name(name)
         cached = self.lookup(key, now=now)
         if cached:
             self._events.append(Resolved(key, cached))
@@ -162,28 +165,30 @@ class MdnsService:
             return
         if key in self._queries:
             return
+        # Build the query first: a name it refuses must not stay queued for the timer.
+        self._send_query([key])
         first = self.config.first_retransmit
         self._queries[key] = _Query(started=now, next_send=now + first, interval=first)
-        self._send_query([key])
 
     def lookup(self, name: str, *, now: float) -> tuple[str, ...]:
         """The cached, unexpired addresses of ``name``."""
-        cached = self._cache.get(_key(name))
+        cached = self._cache.get(normalize_name(name))
         if cached is None:
             return ()
         return tuple(a for a, expiry in cached.expires.items() if expiry > now)
 
     def publish(self, name: str, address: str, *, now: float) -> None:
         """Answer for ``name`` with ``address`` and announce it (RFC 6762 §8.3)."""
-        key = _key(name)
-        self._published[key] = _Published(address, self.config.announcements - 1, now + 1.0)
+        key = normalize_name(name)
+        # Build the answer first: a name or address it refuses must not stay published.
         self._send_answer([Record(key, address, self.config.ttl)])
+        self._published[key] = _Published(address, self.config.announcements - 1, now + 1.0)
 
     def unpublish(self, name: str, *, now: float) -> None:
         """Stop answering for ``name`` and send a goodbye (TTL 0, RFC 6762 §10.1)."""
-        published = self._published.pop(_key(name), None)
+        published = self._published.pop(normalize_name(name), None)
         if published is not None:
-            self._send_answer([Record(_key(name), published.address, 0)])
+            self._send_answer([Record(normalize_name(name), published.address, 0)])
 
     def receive_datagram(self, data: bytes, *, remote: Address, now: float) -> None:
         """Handle a packet from the mDNS port. Never raises on what it contains."""
@@ -281,15 +286,21 @@ class MdnsService:
     def _answers(self, records: tuple[Record, ...], now: float) -> None:
         found: dict[str, list[str]] = {}
         for record in records:
-            cached = self._cache.setdefault(record.name, _Cached())
-            # A goodbye (TTL 0) expires the record one second later (RFC 6762 §10.1).
-            cached.expires[record.address] = now + (record.ttl if record.ttl > 0 else 1)
-            if record.ttl > 0:
-                found.setdefault(record.name, []).append(record.address)
+            if record.ttl == 0:
+                # A goodbye expires a cached record one second later (RFC 6762 §10.1);
+                # it neither adds a record nor extends one.
+                known = self._cache.get(record.name)
+                if known is not None and record.address in known.expires:
+                    expiry = known.expires[record.address]
+                    known.expires[record.address] = min(expiry, now + 1)
+                continue
+            cached = self._cache.get(record.name)
+            if cached is None:
+                if len(self._cache) >= MAX_CACHED_NAMES and record.name not in self._queries:
+                    continue  # a full cache keeps room for the names we ask for
+                cached = self._cache[record.name] = _Cached()
+            cached.expires[record.address] = now + record.ttl
+            found.setdefault(record.name, []).append(record.address)
         for name, addresses in found.items():
             if self._queries.pop(name, None) is not None:
                 self._events.append(Resolved(name, tuple(dict.fromkeys(addresses))))
-
-
-def _key(name: str) -> str:
-    return name.rstrip(".").lower()
