@@ -161,8 +161,15 @@ class MdnsLab:
 
     # -- in-process -------------------------------------------------------------------
 
-    def call_in(self, namespace: str, main: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
-        """``asyncio.run(main())`` on a thread inside ``namespace``; return its result."""
+    def call_in(
+        self,
+        namespace: str,
+        main: Callable[[], Awaitable[T]],
+        timeout: float = 30,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    ) -> T:
+        """``main()`` on a new event loop (``loop_factory``'s, e.g. uvloop's) on a thread
+        inside ``namespace``; return its result."""
         outcome: list[T] = []
         failure: list[BaseException] = []
 
@@ -179,7 +186,12 @@ class MdnsLab:
                 async def wrapper() -> T:
                     return await main()
 
-                outcome.append(asyncio.run(wrapper()))
+                loop = (loop_factory or asyncio.new_event_loop)()
+                try:
+                    outcome.append(loop.run_until_complete(wrapper()))
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    loop.close()
             except BaseException as exc:
                 failure.append(exc)
 

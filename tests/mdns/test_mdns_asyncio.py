@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aioice.mdns import MdnsConfig
@@ -56,8 +57,22 @@ def test_two_acquires_share_one_service(mdns_lab: MdnsLab) -> None:
     mdns_lab.call_in(mdns_lab.a, main_)
 
 
+def _loop_factories() -> list[Any]:
+    factories: list[Any] = [pytest.param(None, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        factories.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip("no uvloop")))
+    else:
+        factories.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    return factories
+
+
 @netns
-def test_publish_and_resolve_across_namespaces(mdns_lab: MdnsLab) -> None:
+@pytest.mark.parametrize("loop_factory", _loop_factories())
+def test_publish_and_resolve_across_namespaces(
+    mdns_lab: MdnsLab, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
     name = f"{uuid.uuid4()}.local"
     publisher = mdns_lab.mdns(mdns_lab.b, "publish", name, mdns_lab.b_ipv4)
     mdns_lab.wait_for_line(publisher, "published", timeout=10)
@@ -71,7 +86,7 @@ def test_publish_and_resolve_across_namespaces(mdns_lab: MdnsLab) -> None:
             own = await client.resolve("own.local", timeout=1)
         return found, cached, missing, own
 
-    found, cached, missing, own = mdns_lab.call_in(mdns_lab.a, main_)
+    found, cached, missing, own = mdns_lab.call_in(mdns_lab.a, main_, loop_factory=loop_factory)
     assert found == mdns_lab.b_ipv4
     assert cached == (mdns_lab.b_ipv4,)
     assert missing is None
