@@ -75,6 +75,8 @@ class Router:
         self.children: list[Router] = []
         self.hosts: dict[str, Host] = {}
         self._next = 1
+        # ip -> in the subnet: parsing an address for every packet is most of the cost.
+        self._contains: dict[str, bool] = {}
 
     @property
     def external_ip(self) -> str | None:
@@ -88,7 +90,10 @@ class Router:
         return address
 
     def contains(self, ip: str) -> bool:
-        return ipaddress.ip_address(ip) in self.subnet
+        hit = self._contains.get(ip)
+        if hit is None:
+            hit = self._contains[ip] = ipaddress.ip_address(ip) in self.subnet
+        return hit
 
 
 class Host:
@@ -216,10 +221,16 @@ class Network:
     def send(self, endpoint: Endpoint, data: bytes, remote: Address) -> None:
         source = endpoint.address
         self._log(endpoint.host.name, "send", source, remote, len(data))
-        self._up(endpoint.host.router, data, source, remote)
+        self._up(endpoint.host.router, data, source, remote, first=True)
 
-    def _up(self, router: Router, data: bytes, src: Address, dst: Address) -> None:
-        """At ``router``, a packet from inside it: deliver inside, or go up through the NAT."""
+    def _up(
+        self, router: Router, data: bytes, src: Address, dst: Address, first: bool = False
+    ) -> None:
+        """At ``router``, a packet from inside it: deliver inside, or go up through the NAT.
+
+        ``first``: straight from :meth:`send`, so a delivery that crosses no link (same
+        subnet, hairpinning) is scheduled rather than made inside the sender's call.
+        """
         if router.contains(dst[0]) or (router.nat is not None and dst[0] == router.external_ip):
             if dst[0] == router.external_ip:
                 # Hairpinning (RFC 4787 §6): back in through our own external address.
@@ -231,9 +242,9 @@ class Network:
                 if external is None:
                     self._log(router.name, "drop-blocked", src, dst, len(data))
                     return
-                self._down(router, data, external, dst)
+                self._local(router, data, external, dst, first)
                 return
-            self._down(router, data, src, dst)
+            self._local(router, data, src, dst, first)
             return
         parent = router.parent
         if parent is None:
@@ -247,6 +258,12 @@ class Network:
             self._log(router.name, "nat-out", external, dst, len(data))
             src = external
         self._over_link(router.link, partial(self._up, parent, data, src, dst), router)
+
+    def _local(self, router: Router, data: bytes, src: Address, dst: Address, first: bool) -> None:
+        if first:
+            self.scheduler.call_later(0.0, partial(self._down, router, data, src, dst))
+        else:
+            self._down(router, data, src, dst)
 
     def _down(self, router: Router, data: bytes, src: Address, dst: Address) -> None:
         """At ``router``, a packet for an address on its subnet (or its own external one)."""
