@@ -20,6 +20,11 @@ from .nat import Nat, NatBehavior
 
 __all__ = ["Endpoint", "Host", "Hop", "LinkConditions", "Network", "Router"]
 
+
+def _is_multicast(ip: str) -> bool:
+    return ip.startswith(("224.", "ff02:")) or ipaddress.ip_address(ip).is_multicast
+
+
 Receiver = Callable[[bytes, Address], None]
 
 
@@ -221,7 +226,32 @@ class Network:
     def send(self, endpoint: Endpoint, data: bytes, remote: Address) -> None:
         source = endpoint.address
         self._log(endpoint.host.name, "send", source, remote, len(data))
+        if _is_multicast(remote[0]):
+            self._multicast(endpoint, data, remote)
+            return
         self._up(endpoint.host.router, data, source, remote, first=True)
+
+    def _multicast(self, sender: Endpoint, data: bytes, group: Address) -> None:
+        """Link-local multicast (mDNS): every other endpoint bound to the group's port on
+        the sender's LAN gets a copy; routers do not forward it (RFC 6762 §11)."""
+        source = sender.address
+        router = sender.host.router
+        receivers = [
+            endpoint
+            for host in dict.fromkeys(router.hosts.values())
+            for (ip, port), endpoint in host.endpoints.items()
+            if port == group[1] and endpoint is not sender and ip == host.ip
+        ]
+        for endpoint in receivers:
+
+            def deliver(endpoint: Endpoint = endpoint) -> None:
+                if endpoint.host.endpoints.get(endpoint.address) is endpoint:
+                    self._log(endpoint.host.name, "deliver", source, group, len(data))
+                    endpoint.deliver(data, source)
+
+            self.scheduler.call_later(0.0, deliver)
+        if not receivers:
+            self._log(router.name, "drop-no-listener", source, group, len(data))
 
     def _up(
         self, router: Router, data: bytes, src: Address, dst: Address, first: bool = False
