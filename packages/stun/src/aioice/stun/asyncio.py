@@ -9,6 +9,8 @@ timer armed at the core's next deadline. No task is created per transaction.
 - :func:`stream_request`: one request over TCP or TLS (RFC 8489 §6.2.2).
 - :func:`serve` / :class:`StunServerRunner`: the STUN server on UDP (and TCP).
 - :func:`discover_nat_behavior`: RFC 5780 NAT behaviour discovery.
+- :class:`Net` / :class:`LoopNet`: the network the adapters open sockets on; tests
+  pass a virtual one (``aioice.vnet.asyncio.VirtualNet``).
 
 Retransmissions default to the module tunables ``aioice.stun.RETRY_RTO`` and
 ``aioice.stun.RETRY_MAX``, read each time a transaction starts.
@@ -23,7 +25,7 @@ import logging
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from . import default_transaction_config
 from .errors import StunParseError
@@ -35,6 +37,9 @@ from .transaction import Transaction, TransactionConfig
 from .transmit import Address, Transmit
 
 __all__ = [
+    "LOOP_NET",
+    "LoopNet",
+    "Net",
     "StunClientProtocol",
     "StunServerRunner",
     "create_client",
@@ -45,6 +50,76 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+_DatagramP = TypeVar("_DatagramP", bound=asyncio.DatagramProtocol)
+_StreamP = TypeVar("_StreamP", bound=asyncio.Protocol)
+
+
+class Net(Protocol):
+    """Where adapters open their sockets (pion's ``transport.Net``).
+
+    :class:`LoopNet` (the default) uses the running loop, that is the machine's
+    network; ``aioice.vnet.asyncio.VirtualNet`` puts a host of the virtual
+    network behind the same two calls. Both call ``connection_made`` before they
+    return, as the loop does.
+    """
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], _DatagramP],
+        local_addr: Address | None = None,
+        remote_addr: Address | None = None,
+    ) -> tuple[asyncio.DatagramTransport, _DatagramP]:
+        """A UDP socket bound to ``local_addr`` (connected to ``remote_addr`` if given)."""
+        ...
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _StreamP],
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> tuple[asyncio.Transport, _StreamP]:
+        """A TCP (or TLS, with ``ssl``) connection to ``(host, port)``."""
+        ...
+
+
+class LoopNet:
+    """The machine's network, through the running event loop."""
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], _DatagramP],
+        local_addr: Address | None = None,
+        remote_addr: Address | None = None,
+    ) -> tuple[asyncio.DatagramTransport, _DatagramP]:
+        return await asyncio.get_running_loop().create_datagram_endpoint(
+            protocol_factory, local_addr=local_addr, remote_addr=remote_addr
+        )
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _StreamP],
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> tuple[asyncio.Transport, _StreamP]:
+        return await asyncio.get_running_loop().create_connection(
+            protocol_factory,
+            host,
+            port,
+            ssl=ssl,
+            server_hostname=server_hostname if ssl is not None else None,
+        )
+
+
+LOOP_NET: Net = LoopNet()
+"The default :class:`Net`."
 
 
 def _address(addr: Any) -> Address:
@@ -244,14 +319,16 @@ class StunClientProtocol(asyncio.DatagramProtocol):
 
 async def create_client(
     local_addr: Address = ("0.0.0.0", 0),
+    *,
+    net: Net = LOOP_NET,
     **kwargs: Any,
 ) -> StunClientProtocol:
-    """Open a UDP socket bound to ``local_addr`` and return its client protocol.
+    """Open a UDP socket bound to ``local_addr`` (on ``net``) and return its client
+    protocol.
 
-    Keyword arguments go to :class:`StunClientProtocol`.
+    Other keyword arguments go to :class:`StunClientProtocol`.
     """
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_datagram_endpoint(
+    _, protocol = await net.create_datagram_endpoint(
         lambda: StunClientProtocol(**kwargs), local_addr=local_addr
     )
     return protocol
@@ -264,6 +341,7 @@ async def request(
     local_addr: Address | None = None,
     integrity_key: bytes | None = None,
     config: TransactionConfig | None = None,
+    net: Net = LOOP_NET,
 ) -> tuple[Message, Address]:
     """Send one request over UDP from a socket of its own, and return the response.
 
@@ -271,7 +349,7 @@ async def request(
     """
     if local_addr is None:
         local_addr = ("::", 0) if ":" in addr[0] else ("0.0.0.0", 0)
-    client = await create_client(local_addr)
+    client = await create_client(local_addr, net=net)
     try:
         return await client.request(message, addr, integrity_key=integrity_key, config=config)
     finally:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from aioice.stun import Address, StreamFramer
+from aioice.stun.asyncio import LOOP_NET, Net
 
 from .client import TurnClient, TurnClientConfig, TurnState
 from .errors import TurnAllocationError
@@ -298,11 +299,10 @@ class _AllocationFailedError(Exception):
 
 
 async def _open_link(
-    server: Address, transport: str, ssl: ssl_module.SSLContext | bool | None
+    server: Address, transport: str, ssl: ssl_module.SSLContext | bool | None, net: Net
 ) -> _ServerLink:
-    loop = asyncio.get_running_loop()
     if transport == "udp":
-        inner, link = await loop.create_datagram_endpoint(
+        inner, link = await net.create_datagram_endpoint(
             lambda: _ServerLink(stream=False), remote_addr=server
         )
         sock = inner.get_extra_info("socket")
@@ -313,7 +313,7 @@ async def _open_link(
         raise ValueError(f"unknown TURN transport {transport!r}")
     context: ssl_module.SSLContext | None
     context = ssl_module.create_default_context() if ssl is True else (ssl or None)
-    _, link = await loop.create_connection(
+    _, link = await net.create_connection(
         lambda: _ServerLink(stream=True), server[0], server[1], ssl=context
     )
     return link
@@ -332,13 +332,16 @@ async def create_turn_endpoint(
     requested_family: int | None = None,
     additional_family: int | None = None,
     software: str | None = None,
+    net: Net = LOOP_NET,
 ) -> tuple[TurnTransport, _ProtocolT]:
     """Allocate a relay on a TURN server and return a datagram transport over it.
 
     The signature is aioice 0.x's. ``transport`` is ``"udp"`` or ``"tcp"``; with
     ``ssl`` (``True`` for a verifying default context, or an ``SSLContext``) TCP
     runs over TLS. ``channel_refresh_time`` is accepted for compatibility and
-    ignored: channels are refreshed a minute before their 600 s expiry.
+    ignored: channels are refreshed a minute before their 600 s expiry. ``net``
+    is where the socket is opened (:class:`aioice.stun.asyncio.Net`; default:
+    the machine's network).
 
     A 437 (Allocation Mismatch) makes a new allocation from a new local port, a
     300 (Try Alternate) follows ALTERNATE-SERVER once. A rejected allocation
@@ -360,7 +363,7 @@ async def create_turn_endpoint(
     redirected = False
     mismatches = 0
     while True:
-        link = await _open_link(server, transport, ssl)
+        link = await _open_link(server, transport, ssl, net)
         client = TurnClient(server, config)
         turn = TurnTransport(link, client)
         try:
