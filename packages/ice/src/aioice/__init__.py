@@ -6,11 +6,14 @@ portions found through :func:`pkgutil.extend_path`. Re-exports are lazy
 (PEP 562), so ``import aioice.stun`` does not load the ICE package.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from aioice.ice import Candidate, Connection, ConnectionClosed, TransportPolicy, __version__
+
+__all__ = ["Candidate", "Connection", "ConnectionClosed", "TransportPolicy", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

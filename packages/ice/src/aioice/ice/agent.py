@@ -253,6 +253,17 @@ class IceAgent:
             self.controlling = True
             self._reprioritize()
 
+    def set_controlling(self, controlling: bool) -> None:
+        """Choose the role before checks start (a role conflict may change it later).
+
+        :raises IceStateError: once checks have started.
+        """
+        if self._started_at is not None:
+            raise IceStateError("the role can only be chosen before checks start")
+        if controlling != self.controlling:
+            self.controlling = controlling
+            self._reprioritize()
+
     def add_local_candidate(
         self, candidate: Candidate | None, *, base: Address | None = None, now: float
     ) -> None:

@@ -6,7 +6,7 @@ The tree::
     ├── CandidateParseError (ValueError)  a ``candidate:`` line that cannot be parsed
     ├── IceStateError (RuntimeError)      an API was called in a state that does not allow it
     ├── IceFailedError (ConnectionError)  ICE could not connect
-    └── ConnectionClosed (ConnectionError) the connection is closed (aioice 0.x name)
+    └── ConnectionClosedError (ConnectionError) the connection is closed
 
 ``Connection.connect()`` raises :class:`ConnectionError` (a builtin, as in aioice
 0.x) when ICE fails: ``IceFailedError`` is that error with the agent's reason.
@@ -14,7 +14,7 @@ The tree::
 
 from __future__ import annotations
 
-__all__ = ["ConnectionClosed", "IceError", "IceFailedError", "IceStateError"]
+__all__ = ["ConnectionClosedError", "IceError", "IceFailedError", "IceStateError"]
 
 
 class IceError(Exception):
@@ -29,5 +29,8 @@ class IceFailedError(IceError, ConnectionError):
     """ICE could not connect: every candidate pair failed or the time ran out."""
 
 
-class ConnectionClosed(IceError, ConnectionError):  # noqa: N818 (aioice 0.x name)
-    """The connection is closed: nothing more can be sent or received."""
+class ConnectionClosedError(IceError, ConnectionError):
+    """The connection is closed: nothing more can be sent or received.
+
+    (Not to be confused with the event :class:`aioice.ice.ConnectionClosed`.)
+    """

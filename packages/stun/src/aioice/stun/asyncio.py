@@ -38,6 +38,7 @@ from .transmit import Address, Transmit
 
 __all__ = [
     "LOOP_NET",
+    "CoreTimer",
     "LoopNet",
     "Net",
     "StunClientProtocol",
@@ -127,8 +128,9 @@ def _address(addr: Any) -> Address:
     return (addr[0], addr[1])
 
 
-class _Timer:
-    """One ``loop.call_at`` handle, re-armed at a core's deadline."""
+class CoreTimer:
+    """One ``loop.call_at`` handle, re-armed at a core's deadline (the drain rule's
+    "arm one timer"); the callback gets a time never earlier than the deadline."""
 
     def __init__(self, callback: Callable[[float], None]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -180,7 +182,7 @@ class StunClientProtocol(asyncio.DatagramProtocol):
         self.on_data = on_data
         self.transport: asyncio.DatagramTransport | None = None
         self._transactions: dict[bytes, tuple[Transaction, asyncio.Future[None]]] = {}
-        self._timer: _Timer | None = None
+        self._timer: CoreTimer | None = None
         self._closed: asyncio.Future[None] | None = None
         #: Datagrams dropped: malformed STUN, or responses to no transaction.
         self.dropped = 0
@@ -188,7 +190,7 @@ class StunClientProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (3.11's selector transport does not subclass DatagramTransport.)
         self.transport = cast(asyncio.DatagramTransport, transport)
-        self._timer = _Timer(self._handle_timer)
+        self._timer = CoreTimer(self._handle_timer)
         self._closed = asyncio.get_running_loop().create_future()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -606,7 +608,7 @@ class _DiscoveryProtocol(asyncio.DatagramProtocol):
         self.core = core
         self.transport: asyncio.DatagramTransport | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.timer = _Timer(self._handle_timer)
+        self.timer = CoreTimer(self._handle_timer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (3.11's selector transport does not subclass DatagramTransport.)
