@@ -250,3 +250,68 @@ def test_turn_relay_over_udp_for_ten_virtual_minutes() -> None:
     assert client.endpoints == {}
     assert net.now >= 600
     assert elapsed < 2.0
+
+
+def test_turn_over_tcp_when_udp_is_blocked() -> None:
+    """The asyncio TURN adapter over a virtual stream: the client's NAT drops UDP, so
+    only TURN over TCP works; relayed data reaches a UDP peer and comes back."""
+    net, client, server = behind(UDP_BLOCKED)
+    relay = turn_server(server, users=USERS)
+    peer = net.add_host("peer")
+
+    async def main() -> tuple[bytes, float]:
+        loop = asyncio.get_running_loop()
+        await VirtualNet(peer).create_datagram_endpoint(Echo, (peer.ip, 7000))
+        with pytest.raises(TransactionTimeout):
+            await create_turn_endpoint(
+                Collector, (server.ip, 3478), "alice", "secret", net=VirtualNet(client)
+            )
+        transport, protocol = await create_turn_endpoint(
+            Collector,
+            (server.ip, 3478),
+            "alice",
+            "secret",
+            transport="tcp",
+            net=VirtualNet(client),
+        )
+        sent = loop.time()
+        transport.sendto(b"over tcp", (peer.ip, 7000))
+        await protocol.arrived.wait()
+        data, source, at = protocol.received[0]
+        assert source == (peer.ip, 7000)
+        transport.close()
+        await transport.wait_closed()
+        return data, at - sent
+
+    data, rtt = run(main(), net)
+    assert data == b"echo:over tcp"
+    # CreatePermission + ChannelBind round trips, then the data's: 20 ms each way.
+    assert rtt == pytest.approx(0.08)
+    assert isinstance(relay.core, TurnServer)
+    assert relay.core.stats.to_peer == relay.core.stats.to_client == 1
+    assert net.counters["tcp-connect"] == 1
+    assert client.streams == {}
+
+
+def test_stun_binding_over_ipv6_and_interfaces() -> None:
+    net = Network()
+    lan = net.add_lan(
+        "lan", "10.0.0.0/24", PORT_RESTRICTED_CONE, link=LINK, cidr6="2001:db8:1::/64"
+    )
+    client, server = net.add_host("client", lan), net.add_host("server")
+    stun_server(server, family=6)
+    assert client.ip6 is not None
+    server_ip6 = server.ip6
+    assert server_ip6 is not None
+    vnet = VirtualNet(client)
+    assert vnet.interfaces() == [("vnet0", [client.ip, client.ip6])]
+
+    async def main() -> tuple[str, int]:
+        response, _ = await request(
+            Message(Method.BINDING, Class.REQUEST), (server_ip6, 3478), net=vnet
+        )
+        mapped = response.attributes["XOR-MAPPED-ADDRESS"]
+        return (mapped[0], mapped[1])
+
+    mapped = run(main(), net)
+    assert mapped[0] == client.ip6  # no NAT66: the host's own address
