@@ -26,9 +26,11 @@ class IceConfig:
     ta: float = 0.05
     "Pacing of connectivity checks: at most one new check every ``ta`` (RFC 8445 §14.2)."
     check: TransactionConfig = field(
-        default_factory=lambda: TransactionConfig(rto=0.5, retransmissions=6, max_rto=1.6)
+        default_factory=lambda: TransactionConfig(rto=0.5, retransmissions=6, max_rto=1.6, rm=4)
     )
-    "Retransmissions of each connectivity check (RFC 8445 §14.3)."
+    """Retransmissions of each connectivity check (RFC 8445 §14.3): sends at 0, 0.5,
+    1.5, 3.1, 4.7, 6.3 and 7.9 s, failure at 9.9 s (RTO capped at 1.6 s, a final wait of
+    four initial RTOs rather than RFC 8489's sixteen)."""
     nomination: Nomination = Nomination.REGULAR
     "Regular or aggressive nomination, when controlling."
     nomination_delay: float = 0.5

@@ -227,6 +227,7 @@ class Connection:
         self._closing = False
         self._closed = False
         self._mdns_client: Any = None
+        self._close_task: asyncio.Task[None] | None = None  # after a consent loss
 
     # -- aioice 0.x attributes ------------------------------------------------------------
 
@@ -583,7 +584,10 @@ class Connection:
         self._agent.close(now=self._now())
         if self._timer is not None:
             self._timer.cancel()
-        tasks = [t for t in (self._gather_task, *self._resolving) if t is not None]
+        current = asyncio.current_task()
+        tasks = [
+            t for t in (self._gather_task, *self._resolving) if t is not None and t is not current
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -695,9 +699,7 @@ class Connection:
     def _tunable_config() -> IceConfig:
         base = default_transaction_config()
         return IceConfig(
-            check=TransactionConfig(
-                rto=base.rto, retransmissions=base.retransmissions, max_rto=1.6
-            ),
+            check=replace(IceConfig().check, rto=base.rto, retransmissions=base.retransmissions),
             consent_interval=float(tunables.consent_interval()),
             consent_failures=int(tunables.consent_failures()),
         )
@@ -788,9 +790,8 @@ class Connection:
                 asyncio.get_running_loop().call_soon(self._close_soon)
 
     def _close_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.close())
-        self._resolving.add(task)
-        task.add_done_callback(self._resolving.discard)
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self.close())
 
     def _arm(self) -> None:
         if self._timer is None:
