@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,22 @@ def run(*argv: str) -> str:
     ).stdout
 
 
-def test_demo_prints_the_mapped_address_and_rtt() -> None:
+def test_demo_connects_two_agents_on_loopback() -> None:
     out = run(str(EXAMPLES / "demo.py"))
     assert "STUN server listening on 127.0.0.1:" in out
-    assert "mapped address: 127.0.0.1:" in out
+    assert re.search(r"selected pair: host 127\.0\.0\.1:\d+ -> host 127\.0\.0\.1:\d+", out)
+    assert "time to connect: " in out
     assert "round-trip time: " in out
+
+
+def test_demo_through_two_nats_uses_the_relay() -> None:
+    out = run(str(EXAMPLES / "demo.py"), "--nat")
+    assert "behind a symmetric NAT" in out
+    # Port-restricted facing symmetric: only the TURN relay can carry the data.
+    assert re.search(r"selected pair: \w+ [\d.]+:\d+ -> relay ", out) or re.search(
+        r"selected pair: relay ", out
+    )
+    assert "round-trip time: 80.000 ms" in out  # virtual time: 4 hops of 20 ms
 
 
 def test_sansio_example_against_our_server() -> None:
