@@ -189,9 +189,15 @@ class IceAgent:
                 times.append(at)
         if self._checking and self._has_work():
             times.append(self._next_check)
-        if self.controlling and self._checking:
+        if self.controlling and self._checking and self.config.nomination is Nomination.REGULAR:
             for component, first in self._first_valid.items():
-                if component not in self._selected and not self._nominating(component):
+                # Only while _nominate() waits for a better pair: with no pair left
+                # to nominate, a deadline in the past would make the caller spin.
+                if (
+                    component not in self._selected
+                    and not self._nominating(component)
+                    and self._nominable(component)
+                ):
                     times.append(first + self.config.nomination_delay)
         deadline = self._failure_deadline()
         if deadline is not None:
@@ -363,9 +369,13 @@ class IceAgent:
         """A STUN datagram that arrived on the base ``local`` from ``remote``.
 
         Never raises because of ``data``: what cannot be used is dropped, counted in
-        :attr:`dropped` and logged at debug level.
+        :attr:`dropped` and logged at debug level. Once failed, the agent answers
+        nothing: the peer must not select a pair (or keep consent) with a failed agent.
         """
         if self.state is IceState.CLOSED:
+            return
+        if self.state is IceState.FAILED:
+            self._drop("failed", "from %s: the agent has failed", remote)
             return
         try:
             message = parse_message(data)
@@ -625,7 +635,9 @@ class IceAgent:
         if check.kind == "nominate":
             pair.nominating = False
             self._nomination_failed.add(pair.key)
-        elif pair.state is PairState.IN_PROGRESS:
+        elif pair.state is PairState.IN_PROGRESS and pair.transaction is None:
+            # Only the pair's current check fails it (the caller has cleared
+            # pair.transaction): not an older one while a newer check is in flight.
             self._set_pair_state(pair, PairState.FAILED)
         del now
 
@@ -714,13 +726,12 @@ class IceAgent:
         )
 
     def _has_work(self) -> bool:
+        """Whether :meth:`_pace` would send a check once Ta has passed."""
         if self._triggered:
             return True
-        return any(
-            p.state in (PairState.WAITING, PairState.FROZEN)
-            and not self._component_done(p.component)
-            for p in self._pairs.values()
-        )
+        # A Frozen pair whose foundation is being checked cannot be unfrozen yet: it
+        # is no work (a timer for it would fire at once, again and again).
+        return self._next_pair(unfreeze=False) is not None
 
     # -- sending checks (RFC 8445 §6.1.4, §7.2.4) ----------------------------------------
 
@@ -746,7 +757,7 @@ class IceAgent:
         self._send_check(pair, now, "check")
         self._next_check = now + self.config.ta
 
-    def _next_pair(self) -> CandidatePair | None:
+    def _next_pair(self, *, unfreeze: bool = True) -> CandidatePair | None:
         ordered = [p for p in self.pairs if not self._component_done(p.component)]
         for pair in ordered:
             if pair.state is PairState.WAITING:
@@ -755,7 +766,8 @@ class IceAgent:
         active = {p.foundation for p in self._pairs.values() if p.state in _ACTIVE}
         for pair in ordered:
             if pair.state is PairState.FROZEN and pair.foundation not in active:
-                self._set_pair_state(pair, PairState.WAITING)
+                if unfreeze:
+                    self._set_pair_state(pair, PairState.WAITING)
                 return pair
         return None
 
@@ -807,6 +819,15 @@ class IceAgent:
 
     def _nominating(self, component: int) -> bool:
         return any(p.nominating for p in self._pairs.values() if p.component == component)
+
+    def _nominable(self, component: int) -> bool:
+        """Whether ``component`` has a valid pair whose nomination has not failed."""
+        return any(
+            p.component == component
+            and p.state is PairState.SUCCEEDED
+            and p.key not in self._nomination_failed
+            for p in self._pairs.values()
+        )
 
     def _nominate(self, now: float) -> None:
         """Regular nomination (§8.1.1) by the controlling agent."""
@@ -911,7 +932,7 @@ class IceAgent:
         if deadline is None:
             return
         if now >= deadline:
-            self._fail(f"no candidate pair succeeded within {self.config.failure_timeout:g} s")
+            self._fail(f"no candidate pair selected within {self.config.failure_timeout:g} s")
             return
         exhausted = not self._triggered and all(
             p.state is PairState.FAILED

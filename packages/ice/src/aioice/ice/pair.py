@@ -38,8 +38,10 @@ PAIR_TRANSITIONS: Final[dict[PairState, frozenset[PairState]]] = {
     # and §7.2.5.1 a role conflict (487) retries: both back to Waiting.
     _S.IN_PROGRESS: frozenset({_S.SUCCEEDED, _S.FAILED, _S.WAITING}),
     _S.SUCCEEDED: frozenset(),
-    # §7.3.1.4: a check received on a failed pair triggers a new check.
-    _S.FAILED: frozenset({_S.WAITING}),
+    # §7.3.1.4: a check received on a failed pair triggers a new check. A check
+    # cancelled by a triggered check is still heard: its success response may come
+    # after the triggered check failed (an error or a non-symmetric response).
+    _S.FAILED: frozenset({_S.WAITING, _S.SUCCEEDED}),
 }
 "Allowed pair state changes; :meth:`CandidatePair.set_state` enforces them."
 
