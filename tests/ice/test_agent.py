@@ -305,8 +305,8 @@ X: Address = ("10.0.1.1", 1001)
 Y: Address = ("10.0.0.1", 1000)
 
 
-def _two_paths(unreachable: Address) -> tuple[Wire, IceAgent, IceAgent]:
-    wire = Wire()
+def _two_paths(unreachable: Address, latency: float = 0.01) -> tuple[Wire, IceAgent, IceAgent]:
+    wire = Wire(latency=latency)
     wire.drop = lambda src, dst, msg: unreachable in (src, dst)
     a, b = make(wire, [host(*X, pref=65535), host(*Y, pref=65534)], [host(*B1)])
     start(wire, a, b)
@@ -314,28 +314,29 @@ def _two_paths(unreachable: Address) -> tuple[Wire, IceAgent, IceAgent]:
     return wire, a, b
 
 
-def test_unreachable_best_pair_waits_nomination_delay() -> None:
+def test_unreachable_best_pair_gets_two_round_trips() -> None:
     # X is the best pair but unreachable. Checks go X at 0, Y at 0.05 (Ta); Y succeeds
-    # at 0.07 while X is still in progress, so A waits nomination_delay (0.5 s) for it.
+    # at 0.07 with an RTT of 0.02. X, in flight since 0, has had max(2 RTT, Ta) = 0.05 to
+    # answer, so A nominates Y at once.
     wire, a, b = _two_paths(unreachable=X)
-    assert times(wire.requests(Y, first=True)) == [0.05, 0.06, 0.57]
+    assert times(wire.requests(Y, first=True)) == [0.05, 0.06, 0.07]
     nominations = [s for s in wire.requests() if USE in s.msg.attributes]
-    assert [(t6(s.at), s.src, s.dst) for s in nominations] == [(0.57, Y, B1)]
-    assert selected(wire, a) == [(0.59, Y, B1)]
-    assert selected(wire, b) == [(0.58, B1, Y)]
+    assert [(t6(s.at), s.src, s.dst) for s in nominations] == [(0.07, Y, B1)]
+    assert selected(wire, a) == [(0.09, Y, B1)]
+    assert selected(wire, b) == [(0.08, B1, Y)]
     pair_x = a.pair_for(1, X, B1)
     assert pair_x is not None
     assert pair_x.state is PairState.IN_PROGRESS  # cancelled, still heard for a while
-    # The check to X stopped being retransmitted once Y was selected (0.59).
-    assert times(wire.requests(X)) == [0.0, 0.5]
-    # 14 datagrams: X's two, Y's three checks and two responses, B's seven.
-    assert len(wire.log) == 14
-    assert [len([s for s in wire.log if s.src == src]) for src in (X, Y, B1)] == [2, 5, 7]
+    # The check to X stopped before its first retransmission (0.5): Y was selected.
+    assert times(wire.requests(X)) == [0.0]
+    # X's check; Y's three checks and two responses; B's two checks, one triggered
+    # check and three responses.
+    assert [len([s for s in wire.log if s.src == src]) for src in (X, Y, B1)] == [1, 5, 6]
 
 
 def test_valid_pair_that_is_best_possible_is_nominated_at_once() -> None:
     # Y is now the unreachable one and X, the best pair, succeeds at 0.02: nothing better
-    # is pending, so A nominates at once instead of waiting nomination_delay.
+    # is pending, so A nominates at once.
     wire, a, b = _two_paths(unreachable=Y)
     nominations = [s for s in wire.requests() if USE in s.msg.attributes]
     assert [(t6(s.at), s.src) for s in nominations] == [(0.02, X)]
@@ -344,18 +345,15 @@ def test_valid_pair_that_is_best_possible_is_nominated_at_once() -> None:
     assert wire.states(a)[-1] == (0.04, IceState.COMPLETED)
 
 
-def test_nomination_waits_only_while_a_better_pair_is_pending() -> None:
-    # X fails quickly (short transactions): at 0.3, before nomination_delay runs out
-    # (0.07 + 0.5), nothing better than Y is pending any more, so A nominates Y then.
-    wire = Wire()
-    wire.drop = lambda src, dst, msg: X in (src, dst)
-    config = IceConfig(check=SHORT)
-    a, b = make(wire, [host(*X, pref=65535), host(*Y, pref=65534)], [host(*B1)], config=config)
-    start(wire, a, b)
-    assert wire.run(completed(a, b), max_time=5)
+def test_nomination_waits_for_a_better_pair_at_most_nomination_delay() -> None:
+    # 0.3 s each way: Y succeeds at 0.05 + 0.6 = 0.65 with an RTT of 0.6, so X (in flight
+    # since 0) would get until 0 + 1.2; nomination_delay caps the wait at 0.65 + 0.5.
+    wire, a, b = _two_paths(unreachable=X, latency=0.3)
     nominations = [s for s in wire.requests() if USE in s.msg.attributes]
-    assert [(t6(s.at), s.src) for s in nominations] == [(0.3, Y)]
-    assert selected(wire, a) == [(0.32, Y, B1)]
+    # Sent at 1.15, retransmitted at 1.65 (RTO 0.5 < RTT), answered at 1.75.
+    assert [(t6(s.at), s.src) for s in nominations] == [(1.15, Y), (1.65, Y)]
+    assert len({s.msg.transaction_id for s in nominations}) == 1
+    assert selected(wire, a) == [(1.75, Y, B1)]
 
 
 # -- 2. pacing, Frozen and Waiting --------------------------------------------------------
@@ -567,11 +565,11 @@ def test_peer_reflexive_candidates_through_a_nat() -> None:
     assert found.priority == candidate_priority(1, "prflx")
     assert b.local_candidates[-1] is found
     # A selects the peer-reflexive pair, and B its host pair (same base, same socket).
-    # The pair to B's private address ranks higher and is still in progress, so A
-    # waits nomination_delay after the first success (0.03) before nominating.
-    assert times([s for s in wire.requests(A1) if USE in s.msg.attributes]) == [0.53]
-    assert selected(wire, a) == [(0.55, A1, public)]
-    assert selected(wire, b) == [(0.54, private, A1)]
+    # The pair to B's private address ranks higher and is in flight since 0: it gets
+    # max(2 RTT, Ta) = 0.05 to answer, so A nominates at 0.05.
+    assert times([s for s in wire.requests(A1) if USE in s.msg.attributes]) == [0.05]
+    assert selected(wire, a) == [(0.07, A1, public)]
+    assert selected(wire, b) == [(0.06, private, A1)]
     pair = a.pair_for(1, A1, private)
     assert pair is not None
     assert pair.state is PairState.IN_PROGRESS  # unreachable, cancelled on selection

@@ -150,7 +150,8 @@ def test_stun_only(a: str, b: str) -> None:
         assert "relay" not in outcome.types
         if a == b == "none":
             assert outcome.types == ("host", "host")
-        assert outcome.connect_time < 1.0
+        # Two round trips through 10 ms links, plus at most one wait for a better pair.
+        assert outcome.connect_time <= 0.15 + 1e-9
     else:
         assert not outcome.connected
         # Failure within the configured bound (10 s after end-of-candidates).
@@ -167,7 +168,7 @@ def test_stun_and_turn(a: str, b: str) -> None:
         assert "relay" not in outcome.types
     else:
         assert "relay" in outcome.types
-    assert outcome.connect_time < 1.5
+    assert outcome.connect_time <= (0.15 if "relay" not in outcome.types else 0.4) + 1e-9
 
 
 def test_udp_blocked_uses_turn_over_tcp() -> None:

@@ -190,15 +190,13 @@ class IceAgent:
         if self._checking and self._has_work():
             times.append(self._next_check)
         if self.controlling and self._checking and self.config.nomination is Nomination.REGULAR:
-            for component, first in self._first_valid.items():
+            for component in self._first_valid:
                 # Only while _nominate() waits for a better pair: with no pair left
                 # to nominate, a deadline in the past would make the caller spin.
-                if (
-                    component not in self._selected
-                    and not self._nominating(component)
-                    and self._nominable(component)
-                ):
-                    times.append(first + self.config.nomination_delay)
+                if component not in self._selected and not self._nominating(component):
+                    planned = self._nomination(component)
+                    if planned is not None:
+                        times.append(planned[1])
         deadline = self._failure_deadline()
         if deadline is not None:
             times.append(deadline)
@@ -803,6 +801,7 @@ class IceAgent:
         self._checks[request.transaction_id] = check
         if kind == "check":
             pair.transaction = transaction
+            pair.checked_at = now
             self._set_pair_state(pair, PairState.IN_PROGRESS)
         elif kind == "nominate":
             pair.nominating = True
@@ -820,14 +819,38 @@ class IceAgent:
     def _nominating(self, component: int) -> bool:
         return any(p.nominating for p in self._pairs.values() if p.component == component)
 
-    def _nominable(self, component: int) -> bool:
-        """Whether ``component`` has a valid pair whose nomination has not failed."""
-        return any(
-            p.component == component
+    def _nomination(self, component: int) -> tuple[CandidatePair, float] | None:
+        """The pair regular nomination would choose for ``component`` and when.
+
+        The best valid pair is nominated once no pair of higher priority can still
+        succeed soon: a higher pair in flight gets twice the chosen pair's RTT (at
+        least Ta) from its check to answer; one not checked yet is waited for. Never
+        later than ``nomination_delay`` after the component's first success.
+        """
+        valid = [
+            p
+            for p in self._pairs.values()
+            if p.component == component
             and p.state is PairState.SUCCEEDED
             and p.key not in self._nomination_failed
-            for p in self._pairs.values()
-        )
+        ]
+        if not valid:
+            return None
+        best = max(valid, key=lambda p: p.priority)
+        deadline = self._first_valid[component] + self.config.nomination_delay
+        margin = max(2 * (best.stats.rtt or 0.0), self.config.ta)
+        at = float("-inf")
+        for pair in self._pairs.values():
+            if (
+                pair.component != component
+                or pair.priority <= best.priority
+                or pair.state not in _PENDING
+            ):
+                continue
+            if pair.state is not PairState.IN_PROGRESS or pair.checked_at is None:
+                return best, deadline
+            at = max(at, pair.checked_at + margin)
+        return best, min(at, deadline)
 
     def _nominate(self, now: float) -> None:
         """Regular nomination (§8.1.1) by the controlling agent."""
@@ -840,25 +863,11 @@ class IceAgent:
         for component in range(1, self.components + 1):
             if component in self._selected or self._nominating(component):
                 continue
-            valid = [
-                p
-                for p in self._pairs.values()
-                if p.component == component
-                and p.state is PairState.SUCCEEDED
-                and p.key not in self._nomination_failed
-            ]
-            if not valid:
+            planned = self._nomination(component)
+            if planned is None or now < planned[1]:
                 continue
-            best = max(valid, key=lambda p: p.priority)
-            better_pending = any(
-                p.component == component and p.state in _PENDING and p.priority > best.priority
-                for p in self._pairs.values()
-            )
-            first = self._first_valid.get(component, now)
-            if better_pending and now < first + self.config.nomination_delay:
-                continue
-            logger.debug("nominating %s", best)
-            self._send_check(best, now, "nominate")
+            logger.debug("nominating %s", planned[0])
+            self._send_check(planned[0], now, "nominate")
 
     def _select(self, pair: CandidatePair, now: float) -> None:
         current = self._selected.get(pair.component)

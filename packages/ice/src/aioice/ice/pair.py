@@ -81,6 +81,7 @@ class CandidatePair:
 
     __slots__ = (
         "base",
+        "checked_at",
         "component",
         "foundation",
         "local",
@@ -111,6 +112,8 @@ class CandidatePair:
         #: The controlling peer sent USE-CANDIDATE on this pair (we are controlled).
         self.remote_nominated = False
         self.transaction: Transaction | None = None
+        #: When the latest ordinary check of this pair was sent.
+        self.checked_at: float | None = None
         self.stats = PairStats()
 
     @property
