@@ -348,7 +348,7 @@ def test_valid_pair_that_is_best_possible_is_nominated_at_once() -> None:
 def test_nomination_waits_for_a_better_pair_at_most_nomination_delay() -> None:
     # 0.3 s each way: Y succeeds at 0.05 + 0.6 = 0.65 with an RTT of 0.6, so X (in flight
     # since 0) would get until 0 + 1.2; nomination_delay caps the wait at 0.65 + 0.5.
-    wire, a, b = _two_paths(unreachable=X, latency=0.3)
+    wire, a, _ = _two_paths(unreachable=X, latency=0.3)
     nominations = [s for s in wire.requests() if USE in s.msg.attributes]
     # Sent at 1.15, retransmitted at 1.65 (RTO 0.5 < RTT), answered at 1.75.
     assert [(t6(s.at), s.src) for s in nominations] == [(1.15, Y), (1.65, Y)]
