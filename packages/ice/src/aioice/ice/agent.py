@@ -319,9 +319,16 @@ class IceAgent:
         for known in self._remote:
             if (known.component, (known.network_host, known.port)) == key:
                 if known.type == "prflx" and candidate.type != "prflx":
-                    # §7.3.1.3: signalling names a peer-reflexive one; keep the better type.
+                    # §7.3.1.3: signalling names one learnt as peer-reflexive: it takes
+                    # the signalled type, foundation and host (an mDNS name stays a name).
+                    address = known.network_host
+                    known.host = candidate.host
+                    known.network_host = address
                     known.type = candidate.type
                     known.foundation = candidate.foundation
+                    for pair in self._pairs.values():
+                        if pair.remote is known:
+                            pair.foundation = f"{pair.local.foundation}:{known.foundation}"
                 return
         self._remote.append(candidate)
         for local in self._bases():
