@@ -60,7 +60,7 @@ from aioice.turn import (
 from aioice.turn.asyncio import TurnTransport, create_turn_endpoint
 
 if TYPE_CHECKING:
-    from tests.turn.conftest import Coturn, CoturnFactory
+    from tests.conftest import Coturn, CoturnFactory
 
 T = TypeVar("T")
 E = TypeVar("E", bound=TurnEvent)

@@ -38,7 +38,7 @@ from aioice.stun import (
 from aioice.stun import asyncio as stun_asyncio
 
 if TYPE_CHECKING:
-    from tests.turn.conftest import Coturn, CoturnFactory
+    from tests.conftest import Coturn, CoturnFactory
 
 T = TypeVar("T")
 Transport = Literal["udp", "tcp", "tls", "udp6", "tcp6", "tls6"]

@@ -1,4 +1,5 @@
-"""A real TURN server (coturn's ``turnserver``) on loopback, for integration tests.
+"""Shared fixtures. A real TURN server (coturn's ``turnserver``) on loopback, for the TURN
+integration tests, the ICE interop tests and the NAT lab.
 
 Two fixtures:
 
@@ -20,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import re
+import selectors
 import shutil
 import socket
 import ssl
@@ -540,3 +543,99 @@ def coturn_factory(
         yield factory
     finally:
         factory.close()
+
+
+# -- ICE peers over JSON lines (interop tests and the NAT lab) ---------------------------
+
+PEERS = Path(__file__).resolve().parent / "interop" / "peers"
+"Peer scripts: ``aioice_peer.py`` (ours or upstream aioice), ``libnice_peer.py``."
+PEER_TIMEOUT = 60.0
+"Seconds a peer gets to answer one step of the protocol."
+
+
+class PeerError(RuntimeError):
+    """A peer exited or did not answer in time; carries its stderr."""
+
+
+class Peer:
+    """An ICE peer in a subprocess, speaking the JSON-lines protocol of
+    ``tests/interop/protocol.md``; stopped by PID (:meth:`stop`) whatever happens."""
+
+    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.events: list[dict[str, object]] = []
+        self._selector = selectors.DefaultSelector()
+        assert self.process.stdout is not None
+        os.set_blocking(self.process.stdout.fileno(), False)
+        self._selector.register(self.process.stdout, selectors.EVENT_READ)
+        self._buffer = b""
+
+    def send(self, **command: object) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(command) + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError as exc:
+            raise PeerError(f"peer exited: {self.stderr()}") from exc
+
+    def expect(self, *names: str, timeout: float = PEER_TIMEOUT) -> dict[str, object]:
+        """The next event whose name is in ``names`` (others are kept in :attr:`events`)."""
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        while True:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                event = json.loads(line)
+                self.events.append(event)
+                if event.get("event") in names:
+                    return dict(event)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PeerError(f"no {names} within {timeout} s; stderr: {self.stderr()}")
+            if self._selector.select(remaining):
+                chunk = self.process.stdout.read()
+                if not chunk:
+                    raise PeerError(f"peer exited ({self.process.wait()}): {self.stderr()}")
+                self._buffer += chunk
+
+    def stderr(self) -> str:
+        if self.process.poll() is None or self.process.stderr is None:
+            return "(running)"
+        return self.process.stderr.read().decode(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """Close politely, then terminate and kill by PID."""
+        if self.process.poll() is None:
+            with contextlib.suppress(PeerError, OSError):
+                self.send(cmd="close")
+            try:
+                self.process.wait(TERMINATE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.terminate()
+                try:
+                    self.process.wait(TERMINATE_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        self._selector.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    """A list to put :class:`Peer` objects in; each is stopped when the test ends."""
+    started: list[Peer] = []
+    try:
+        yield started
+    finally:
+        for peer in started:
+            peer.stop()
