@@ -33,6 +33,12 @@ def test_connection_resolves_a_remote_mdns_candidate(mdns_lab: MdnsLab) -> None:
         sdp = hidden.to_sdp().replace(mdns_lab.a_ipv4, name)
         await a.add_remote_candidate(Candidate.from_sdp(sdp))
         await a.add_remote_candidate(None)
+        # Resolution runs in the background; connect once it is done, so that the
+        # signalled candidate (not a peer-reflexive one) is what B's checks meet.
+        for _ in range(100):
+            if a.remote_candidates:
+                break
+            await asyncio.sleep(0.05)
         for candidate in a.local_candidates:
             await b.add_remote_candidate(candidate)
         await b.add_remote_candidate(None)
