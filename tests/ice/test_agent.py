@@ -948,7 +948,7 @@ def test_consent_survives_half_of_the_requests_lost() -> None:
     pair = a.selected_pair()
     assert pair is not None
     assert pair.stats.consent_at is not None
-    assert wire.now - pair.stats.consent_at < a.config.consent_timeout
+    assert wire.now - pair.stats.consent_at < a.config.consent_max_age
 
 
 def test_consent_expires_after_timeout_of_silence() -> None:
@@ -958,13 +958,14 @@ def test_consent_expires_after_timeout_of_silence() -> None:
     wire.drop = lambda src, dst, msg: True
     wire.run(max_time=60.0)
     # Consent was last granted at selection: A at 0.04, B at 0.03; it expires
-    # consent_interval * consent_failures = 30 s later exactly.
+    # consent_max_age = 30 s later exactly (RFC 7675 §5.1), before the sixth failed
+    # consent check would end it.
     for agent, granted in ((a, 0.04), (b, 0.03)):
         pair = agent.selected_pair()
         assert pair is not None
         assert wire.of(agent, ConsentExpired) == [(t6(granted + 30.0), ConsentExpired(1, pair))]
         assert wire.states(agent)[-1] == (t6(granted + 30.0), IceState.FAILED)
-        assert agent.failure_reason == "consent expired on component 1"
+        assert agent.failure_reason == "consent lost on component 1: no response for 30 s"
         assert agent.get_timer() is None
     # Silence is not idleness: consent requests were retransmitted meanwhile, and
     # nothing was sent after the expiry.
@@ -974,15 +975,38 @@ def test_consent_expires_after_timeout_of_silence() -> None:
     assert max(s.at for s in wire.log) < 30.04
 
 
-def test_consent_timeout_follows_config() -> None:
+AIORTC_CHECK = TransactionConfig(rto=0.1, retransmissions=1, rm=4)
+"aiortc's tests: RETRY_RTO = 0.1, RETRY_MAX = 1: a check fails 0.5 s after it is sent."
+
+
+def test_consent_lost_after_consent_failures_checks_fail_in_a_row() -> None:
     wire = Wire()
-    config = IceConfig(consent_interval=1.0, consent_failures=3)
+    config = IceConfig(consent_interval=1.0, consent_failures=3, check=AIORTC_CHECK)
     a, b = make(wire, [host(*A1)], [host(*B1)], config=config)
     connect(wire, a, b)
+    cut = wire.now
     wire.drop = lambda src, dst, msg: True
     wire.run(max_time=10.0)
-    assert wire.states(a)[-1] == (3.04, IceState.FAILED)
-    assert wire.states(b)[-1] == (3.03, IceState.FAILED)
+    for agent, address in ((a, A1), (b, B1)):
+        consent = times(_consent_requests(wire, address, after=cut))
+        assert len(consent) == 3  # none after the third failed
+        # The third consent check fails 0.5 s after it was sent: consent is lost then.
+        assert wire.states(agent)[-1] == (t6(consent[2] + 0.5), IceState.FAILED)
+        assert (
+            agent.failure_reason == "consent lost on component 1: 3 consent checks failed in a row"
+        )
+
+
+def test_consent_holds_on_a_healthy_link_with_aiortc_test_timers() -> None:
+    # aiortc patches CONSENT_INTERVAL = CONSENT_FAILURES = 1: checks go out 0.8-1.2 s
+    # apart, later than interval * failures; a healthy link must keep consent anyway.
+    wire = Wire()
+    config = IceConfig(consent_interval=1.0, consent_failures=1, check=AIORTC_CHECK)
+    a, b = make(wire, [host(*A1)], [host(*B1)], config=config)
+    connect(wire, a, b)
+    wire.run(max_time=60.0)
+    assert a.state is b.state is IceState.COMPLETED
+    assert len(_consent_requests(wire, A1, after=0.05)) >= 45
 
 
 # -- 10. the failure bound ----------------------------------------------------------------

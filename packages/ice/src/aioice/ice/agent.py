@@ -158,6 +158,7 @@ class IceAgent:
         self._first_valid: dict[int, float] = {}
         self._nomination_failed: set[tuple[int, Address, Address]] = set()
         self._consent_next: dict[int, float] = {}
+        self._consent_failed: dict[int, int] = {}  # consecutive failed consent checks
         self._prflx_count = 0
         self._pending: list[Transmit] = []
         self._events: deque[IceEvent] = deque()
@@ -200,11 +201,11 @@ class IceAgent:
         deadline = self._failure_deadline()
         if deadline is not None:
             times.append(deadline)
-        timeout = self.config.consent_timeout
+        max_age = self.config.consent_max_age
         for component, pair in self._selected.items():
             times.append(self._consent_next[component])
             if pair.stats.consent_at is not None:
-                times.append(pair.stats.consent_at + timeout)
+                times.append(pair.stats.consent_at + max_age)
         return min(times) if times else None
 
     # -- state ----------------------------------------------------------------------------
@@ -573,6 +574,9 @@ class IceAgent:
                 pair.stats.responses_received += 1
                 pair.stats.rtt = transaction.rtt
                 pair.stats.consent_at = now
+                self._consent_failed[pair.component] = 0
+            else:
+                self._consent_failure(pair, now)
             return
         # §7.2.5.2.1: the response must come back on the same 5-tuple.
         if remote != pair.remote_address or local != pair.base:
@@ -651,7 +655,8 @@ class IceAgent:
         if pair.transaction is check.transaction:
             pair.transaction = None
         if check.kind == "consent":
-            return  # consent is lost by time (RFC 7675), not by one transaction
+            self._consent_failure(pair, now)
+            return
         logger.debug("%s: %s timed out", pair, check.kind)
         self._fail_pair(pair, check, now)
 
@@ -882,6 +887,7 @@ class IceAgent:
             return
         self._selected[pair.component] = pair
         pair.stats.consent_at = now
+        self._consent_failed[pair.component] = 0
         self._consent_next[pair.component] = now + self._consent_interval()
         self._events.append(SelectedPairChanged(pair.component, pair))
         logger.info("component %d: selected %s", pair.component, pair)
@@ -915,16 +921,31 @@ class IceAgent:
         # §5.1: randomized to 0.8-1.2 times the interval.
         return self.config.consent_interval * (0.8 + 0.4 * self._rng.random())
 
+    def _consent_failure(self, pair: CandidatePair, now: float) -> None:
+        """A consent check of ``pair`` failed: count it if ``pair`` is still selected."""
+        component = pair.component
+        if self._selected.get(component) is not pair or self.failure_reason is not None:
+            return
+        failed = self._consent_failed.get(component, 0) + 1
+        self._consent_failed[component] = failed
+        if failed >= self.config.consent_failures:
+            self._consent_lost(component, pair, f"{failed} consent checks failed in a row")
+        del now
+
+    def _consent_lost(self, component: int, pair: CandidatePair, why: str) -> None:
+        logger.warning("component %d: consent lost on %s (%s)", component, pair, why)
+        self._events.append(ConsentExpired(component, pair))
+        self._fail(f"consent lost on component {component}: {why}")
+
     def _consent(self, now: float) -> None:
         if not self._selected or self._remote_key is None:
             return
-        timeout = self.config.consent_timeout
+        max_age = self.config.consent_max_age
         for component, pair in list(self._selected.items()):
             granted = pair.stats.consent_at
-            if granted is not None and now >= granted + timeout:
-                logger.warning("component %d: consent expired on %s", component, pair)
-                self._events.append(ConsentExpired(component, pair))
-                self._fail(f"consent expired on component {component}")
+            if granted is not None and now >= granted + max_age:
+                # RFC 7675 §5.1: 30 s without a response.
+                self._consent_lost(component, pair, f"no response for {max_age:g} s")
                 return
             if now >= self._consent_next[component]:
                 self._consent_next[component] = now + self._consent_interval()

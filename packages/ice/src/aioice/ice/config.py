@@ -43,8 +43,11 @@ class IceConfig:
     consent_interval: float = 5.0
     "Mean interval of consent checks on selected pairs (RFC 7675 §5.1: randomized ±20 %)."
     consent_failures: int = 6
-    """Consent is lost after ``consent_interval * consent_failures`` seconds without a
-    response (RFC 7675 §5.1: 30 s)."""
+    """Consent is lost when this many consent checks in a row fail (each one retransmitted
+    as ``check`` says), as in aioice 0.x; a healthy link never loses it."""
+    consent_max_age: float = 30.0
+    """RFC 7675 §5.1: consent also expires this many seconds after the last success
+    response, however few checks have failed."""
     max_pairs: int = 100
     "Limit on candidate pairs (RFC 8445 §6.1.2.5)."
 
@@ -53,12 +56,9 @@ class IceConfig:
             raise ValueError("ta must be positive")
         if self.failure_timeout <= 0 or self.nomination_delay < 0:
             raise ValueError("failure_timeout must be positive and nomination_delay >= 0")
-        if self.consent_interval <= 0 or self.consent_failures < 1:
-            raise ValueError("consent_interval must be positive and consent_failures >= 1")
+        if self.consent_interval <= 0 or self.consent_failures < 1 or self.consent_max_age <= 0:
+            raise ValueError(
+                "consent_interval and consent_max_age must be positive, consent_failures >= 1"
+            )
         if self.max_pairs < 1:
             raise ValueError("max_pairs must be at least 1")
-
-    @property
-    def consent_timeout(self) -> float:
-        """Seconds without a consent response after which consent is lost."""
-        return self.consent_interval * self.consent_failures
