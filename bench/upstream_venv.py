@@ -156,3 +156,58 @@ def check_upstream_child(name: str, module_file: Path, ours: bool) -> str:
     if version != UPSTREAM_VERSION:
         raise RuntimeError(f"upstream aioice is {version}, not {UPSTREAM_VERSION}")
     return version
+
+
+def installed_version(python: Path, distribution: str) -> str | None:
+    """The version of ``distribution`` in the interpreter ``python``; ``None`` if missing."""
+    probe = f"import importlib.metadata as m; print(m.version({distribution!r}))"
+    try:
+        proc = subprocess.run(
+            [str(python), "-I", "-c", probe],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ensure_upstream_extra(python: Path, distribution: str, version: str) -> str:
+    """Install ``distribution==version`` into the upstream venv (once); "" or why not.
+
+    For what a benchmark needs next to upstream (uvloop, say), at the version the
+    ``bench`` environment has, so that both sides run the same code around aioice.
+    """
+    if installed_version(python, distribution) == version:
+        return ""
+    requirement = f"{distribution}=={version}"
+    rel = UPSTREAM_VENV.relative_to(REPO_DIR)
+    print(f"installing {requirement} into {rel} ...", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(
+            [
+                str(python),
+                "-I",
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                requirement,
+            ],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=900,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"pip install {requirement} failed: {exc}"
+    if proc.returncode != 0:
+        return f"pip install {requirement} failed: {last_error_line(proc.stderr)}"
+    if installed_version(python, distribution) != version:
+        return f"{rel} has no {requirement} after pip install"
+    return ""

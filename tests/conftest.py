@@ -13,7 +13,9 @@ Both skip when ``turnserver`` or ``openssl`` is not installed. See :func:`coturn
 command line and why each flag is there, and :class:`Coturn` for what a test gets.
 
 Only loopback is involved: coturn listens and relays on 127.0.0.1 (and ::1 when usable),
-and refuses peers outside loopback, so no test can make it send anything elsewhere.
+and refuses peers outside loopback, so no test can make it send anything elsewhere. The one
+exception is :func:`run_coturn` given a :class:`CoturnNamespace`: the kernel NAT lab
+(``tests/netns``) runs coturn inside a network namespace of its own, on its address there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import random
@@ -30,9 +33,12 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 from aioice.stun import (
@@ -84,7 +90,7 @@ class Coturn:
     """
 
     udp: Address
-    "``('127.0.0.1', port)``: STUN/TURN over UDP."
+    "``('127.0.0.1', port)`` (or a :class:`CoturnNamespace`'s address): STUN/TURN over UDP."
     tcp: Address
     "The same address as :attr:`udp`, over TCP."
     tls: Address
@@ -133,6 +139,28 @@ class Coturn:
             with contextlib.suppress(OSError):
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoturnNamespace:
+    """Where :func:`run_coturn` runs coturn instead of the test's own loopback: inside a
+    network namespace (the kernel NAT lab's public segment, ``tests/netns``)."""
+
+    prefix: tuple[str, ...]
+    """The command prefix that enters it, ``("ip", "netns", "exec", NAME)``: for
+    ``turnserver`` and for its readiness probe (a child python, :func:`_probe_through`)."""
+    address: str
+    "The IPv4 address coturn listens and relays on (``--listening-ip``, ``--relay-ip``)."
+    allowed_peers: tuple[str, ...]
+    """Peer ranges ``"FIRST-LAST"`` coturn relays to (``--allowed-peer-ip``); every other
+    IPv4 and IPv6 address is denied, loopback included."""
+    port: int = 3478
+    "The listening port (UDP and TCP)."
+    tls_port: int = 5349
+    "The TLS (and DTLS) port."
+    relay_min: int = 49152
+    """The first relayed port. The namespace is fresh, so the ports are used as they are
+    rather than picked free (the free-port checks would bind in the test's namespace)."""
 
 
 # -- ports ------------------------------------------------------------------------------
@@ -244,19 +272,28 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
+def _listeners(server: Coturn) -> tuple[list[Address], list[Address]]:
+    """``(udp, tcp)``: the addresses the readiness probe tries (TLS ones accept TCP)."""
+    udp = [address for address in (server.udp, server.udp6) if address is not None]
+    tcp = [server.tcp, server.tls, server.tcp6, server.tls6]
+    return udp, [address for address in tcp if address is not None]
+
+
 async def _probe(server: Coturn) -> str | None:
     """``None`` when every listener answers, else what does not."""
+    return await _probe_addresses(*_listeners(server))
+
+
+async def _probe_addresses(udp: Sequence[Address], tcp: Sequence[Address]) -> str | None:
+    """``None`` when a Binding over UDP is answered at each of ``udp`` and a TCP connection
+    is accepted at each of ``tcp``, else what does not."""
     binding = Message(Method.BINDING, Class.REQUEST)
-    for address in (server.udp, server.udp6):
-        if address is None:
-            continue
+    for address in udp:
         try:
             await stun_asyncio.request(binding, address, config=PROBE)
         except (TransactionError, OSError) as exc:
             return f"UDP Binding to {address}: {exc!r}"
-    for address in (server.tcp, server.tls, server.tcp6, server.tls6):
-        if address is None:
-            continue
+    for address in tcp:
         try:
             _, writer = await asyncio.open_connection(*address)
         except OSError as exc:
@@ -265,6 +302,33 @@ async def _probe(server: Coturn) -> str | None:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     return None
+
+
+_PROBE_CHILD = """
+import asyncio, json, sys
+from tests.conftest import _probe_addresses
+udp, tcp = ([tuple(address) for address in part] for part in json.loads(sys.argv[1]))
+print(asyncio.run(_probe_addresses(udp, tcp)) or "")
+"""
+"The readiness probe in a child (run from the repository root, so ``tests`` imports)."
+
+
+def _probe_through(prefix: Sequence[str], server: Coturn) -> str | None:
+    """:func:`_probe`, run by a child python through ``prefix`` (in coturn's namespace)."""
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-c", _PROBE_CHILD, json.dumps(_listeners(server))],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=READY_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"the probe did not end within {READY_TIMEOUT} s"
+    if result.returncode != 0:
+        return f"the probe exited with {result.returncode}: {result.stderr.strip()}"
+    return result.stdout.strip() or None
 
 
 def _check_log(server: Coturn) -> str | None:
@@ -278,14 +342,19 @@ def _check_log(server: Coturn) -> str | None:
     return f"a port is taken: {bind_failures[0]}" if bind_failures else None
 
 
-def _wait_ready(process: subprocess.Popen[bytes], server: Coturn) -> str | None:
-    """Poll until coturn answers on every listener; ``None`` when ready, else why not."""
+def _wait_ready(
+    process: subprocess.Popen[bytes], server: Coturn, prefix: Sequence[str] = ()
+) -> str | None:
+    """Poll until coturn answers on every listener; ``None`` when ready, else why not.
+    With a command ``prefix`` (coturn in a namespace), the probe runs through it."""
     deadline = time.monotonic() + READY_TIMEOUT
     problem: str | None = "not probed"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return f"turnserver exited with {process.returncode}"
-        problem = _check_log(server) or asyncio.run(_probe(server))
+        problem = _check_log(server) or (
+            _probe_through(prefix, server) if prefix else asyncio.run(_probe(server))
+        )
         if problem is None:
             # Listeners open one by one: read the log again now that all of them answered.
             return _check_log(server)
@@ -307,18 +376,45 @@ def run_coturn(
     auth_secret: str | None = None,
     relay_port_count: int = RELAY_PORT_COUNT,
     extra_args: Sequence[str] = (),
+    namespace: CoturnNamespace | None = None,
 ) -> Iterator[Coturn]:
-    """Start coturn in ``workdir``, wait until it answers, stop it on exit (see :func:`coturn`)."""
+    """Start coturn in ``workdir``, wait until it answers, stop it on exit (see :func:`coturn`).
+
+    ``namespace``: run it inside a network namespace instead (see :class:`CoturnNamespace`):
+    its address, fixed ports and peer ranges replace the loopback ones; everything else on
+    the command line is the same.
+    """
     turnserver = require_turnserver()
-    hosts = ["127.0.0.1", "::1"] if ipv6_loopback_usable() else ["127.0.0.1"]
+    if namespace is None:
+        hosts = ["127.0.0.1", "::1"] if ipv6_loopback_usable() else ["127.0.0.1"]
+        prefix: list[str] = []
+        peers = [
+            "--allow-loopback-peers",
+            "--allowed-peer-ip", "127.0.0.0-127.255.255.255",
+            "--denied-peer-ip", "0.0.0.0-255.255.255.255",
+            "--allowed-peer-ip", "::1",
+            "--denied-peer-ip", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ]  # fmt: skip
+    else:
+        hosts = [namespace.address]
+        prefix = list(namespace.prefix)
+        peers = [
+            *(arg for peer in namespace.allowed_peers for arg in ("--allowed-peer-ip", peer)),
+            "--denied-peer-ip", "0.0.0.0-255.255.255.255",
+            "--denied-peer-ip", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ]  # fmt: skip
     failures: list[str] = []
     for attempt in range(START_ATTEMPTS):
-        taken: set[int] = set()
-        port = _free_port(hosts, taken)
-        taken.add(port)
-        tls_port = _free_port(hosts, taken)
-        taken.add(tls_port)
-        min_port, max_port = _free_range(hosts, relay_port_count, taken)
+        if namespace is None:
+            taken: set[int] = set()
+            port = _free_port(hosts, taken)
+            taken.add(port)
+            tls_port = _free_port(hosts, taken)
+            taken.add(tls_port)
+            min_port, max_port = _free_range(hosts, relay_port_count, taken)
+        else:
+            port, tls_port = namespace.port, namespace.tls_port
+            min_port, max_port = namespace.relay_min, namespace.relay_min + relay_port_count - 1
         log = workdir / f"turnserver-{attempt + 1}.log"
         if auth_secret is None:
             username, password = USERNAME, PASSWORD
@@ -327,6 +423,7 @@ def run_coturn(
             username, password = rest_credentials(auth_secret, now=time.time(), user=USERNAME)
             auth = ["--use-auth-secret", "--static-auth-secret", auth_secret]
         argv = [
+            *prefix,
             turnserver,
             "-n",
             *(arg for host in hosts for arg in ("--listening-ip", host)),
@@ -339,11 +436,7 @@ def run_coturn(
             "--max-port", str(max_port),
             *auth,
             "--realm", REALM,
-            "--allow-loopback-peers",
-            "--allowed-peer-ip", "127.0.0.0-127.255.255.255",
-            "--denied-peer-ip", "0.0.0.0-255.255.255.255",
-            "--allowed-peer-ip", "::1",
-            "--denied-peer-ip", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            *peers,
             "--no-multicast-peers",
             "--fingerprint",
             "--no-software-attribute",
@@ -363,9 +456,9 @@ def run_coturn(
             *extra_args,
         ]  # fmt: skip
         server = Coturn(
-            udp=("127.0.0.1", port),
-            tcp=("127.0.0.1", port),
-            tls=("127.0.0.1", tls_port),
+            udp=(hosts[0], port),
+            tcp=(hosts[0], port),
+            tls=(hosts[0], tls_port),
             udp6=("::1", port) if len(hosts) > 1 else None,
             tcp6=("::1", port) if len(hosts) > 1 else None,
             tls6=("::1", tls_port) if len(hosts) > 1 else None,
@@ -389,7 +482,7 @@ def run_coturn(
             )
         try:
             server = dataclasses.replace(server, pid=process.pid)
-            problem = _wait_ready(process, server)
+            problem = _wait_ready(process, server, prefix)
             if problem is None:
                 yield server
                 return
@@ -639,3 +732,45 @@ def peers() -> Iterator[list[Peer]]:
     finally:
         for peer in started:
             peer.stop()
+
+
+# -- upstream aioice (PyPI) in a venv of its own --------------------------------------------
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+"The benchmarks: ``upstream_venv.py`` makes ``bench/.upstream-venv``, shared with the tests."
+
+
+def _load_bench_module(name: str) -> ModuleType:
+    """``bench/<name>.py`` loaded from its path (``bench`` is neither a package nor on
+    ``sys.path``); only for stdlib-only helpers."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import upstream_venv  # mypy finds it through mypy_path
+else:
+    upstream_venv = _load_bench_module("upstream_venv")
+
+
+@pytest.fixture(scope="session")
+def upstream_python() -> Path:
+    """The python of ``bench/.upstream-venv``: upstream aioice 0.13.0 from PyPI, which
+    shares our import name and so only runs there, in a subprocess (``python -I`` with
+    :func:`upstream_env`). The benchmarks' venv: made once (``python -m venv`` and
+    ``pip install aioice==0.13.0``, a few seconds), then reused; gitignored. Skips when it
+    cannot be made (no access to PyPI)."""
+    python, why = upstream_venv.ensure_upstream_venv()
+    if python is None:
+        pytest.skip(f"no venv with aioice {upstream_venv.UPSTREAM_VERSION}: {why}")
+    return python
+
+
+def upstream_env(**extra: str) -> dict[str, str]:
+    """The environment of an upstream child: ours without what could put our sources on
+    its ``sys.path`` (``PYTHONPATH``, ``VIRTUAL_ENV``, ...), plus ``extra``."""
+    return {**upstream_venv.clean_env(), **extra}

@@ -53,6 +53,7 @@ async def main() -> None:
     parser.add_argument("--turn-transport", choices=["udp", "tcp", "tls"], default="udp")
     parser.add_argument("--relay-only", action="store_true")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--failure-timeout", type=float)  # ours only: IceConfig.failure_timeout
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
@@ -74,6 +75,8 @@ async def main() -> None:
     ours = hasattr(aioice.ice, "IceAgent")
     if ours:
         kwargs["host_addresses"] = args.address
+        if args.failure_timeout is not None:
+            kwargs["config"] = aioice.ice.IceConfig(failure_timeout=args.failure_timeout)
     else:
         # Upstream has no address option: restrict its interface enumeration.
         addresses = list(args.address)
