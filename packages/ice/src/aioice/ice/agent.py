@@ -8,6 +8,7 @@ watches consent; it names the local socket of every datagram by its *base*.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -75,6 +76,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
 def _normalize(host: str) -> str:
     try:
         return str(ipaddress.ip_address(host))

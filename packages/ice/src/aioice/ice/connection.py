@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import random
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, cast
@@ -47,7 +48,7 @@ from .events import (
     SelectedPairChanged,
 )
 from .gather import AddressFilter, HostNet, SystemNet, host_addresses
-from .pair import CandidatePair
+from .pair import CandidatePair, PairStats
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionEvent", "TransportPolicy"]
 
@@ -76,6 +77,47 @@ class ConnectionClosed(ConnectionEvent):
     """The connection was closed (by :meth:`Connection.close` or a consent loss)."""
 
 
+class _Inbox:
+    """Received datagrams and their component, for ``recv()``: a deque and waiters
+    (cheaper per datagram than :class:`asyncio.Queue`). Once closed, what is left is
+    still received, then ``recv()`` raises."""
+
+    __slots__ = ("closed", "items", "waiters")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[bytes, int]] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.closed = False
+
+    def put(self, item: tuple[bytes, int]) -> None:
+        self.items.append(item)
+        if self.waiters:
+            self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        while self.waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> tuple[bytes, int]:
+        while not self.items:
+            if self.closed:
+                raise ConnectionError("Connection lost while receiving data")
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+        return self.items.popleft()
+
+
 class _Socket(asyncio.DatagramProtocol):
     """A host socket or a TURN relay: one base of the agent."""
 
@@ -85,12 +127,22 @@ class _Socket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.base: Address = ("", 0)
         self.relay = False
+        self.inbox = connection._inbox
+        #: The statistics of the selected pair on this socket, once there is one.
+        self.stats: PairStats | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.connection._received(self, data, addr)
+        if data and data[0] > 3:  # RFC 7983: not STUN, application data
+            self.inbox.put((data, self.component))
+            stats = self.stats
+            if stats is not None:
+                stats.packets_received += 1
+                stats.bytes_received += len(data)
+            return
+        self.connection._received_stun(self, data, addr)
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("socket %s: %s", self.base, exc)
@@ -221,8 +273,8 @@ class Connection:
         self._srflx: dict[bytes, tuple[Transaction, _Socket, asyncio.Future[None]]] = {}
         self._timer: CoreTimer | None = None
         self._connected: asyncio.Future[None] | None = None
-        self._selected: dict[int, tuple[asyncio.DatagramTransport, Address, CandidatePair]] = {}
-        self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
+        self._selected: dict[int, tuple[asyncio.DatagramTransport, Address, PairStats]] = {}
+        self._inbox = _Inbox()
         self._events: asyncio.Queue[ConnectionEvent] = asyncio.Queue()
         self._closing = False
         self._closed = False
@@ -610,7 +662,7 @@ class Connection:
         if self._mdns_client is not None:
             await self._mdns_client.release()
             self._mdns_client = None
-        self._queue.put_nowait(None)
+        self._inbox.close()
         if not self._closed:
             self._closed = True
             self._events.put_nowait(ConnectionClosed())
@@ -628,40 +680,46 @@ class Connection:
 
         :raises ConnectionError: when not connected, or when the connection is lost.
         """
-        data, _ = await self.recvfrom()
-        return data
+        items = self._inbox.items
+        if items:
+            return items.popleft()[0]
+        return (await self._receive())[0]
 
     async def recvfrom(self) -> tuple[bytes, int]:
         """The next datagram and its component.
 
         :raises ConnectionError: when not connected, or when the connection is lost.
         """
-        if not self._selected and self._queue.empty():
+        items = self._inbox.items
+        if items:
+            return items.popleft()
+        return await self._receive()
+
+    async def _receive(self) -> tuple[bytes, int]:
+        if not self._selected and not self._inbox.closed:
             raise ConnectionError("Cannot receive data, not connected")
-        result = await self._queue.get()
-        if result is None:
-            self._queue.put_nowait(None)  # every later recv fails too
-            raise ConnectionError("Connection lost while receiving data")
-        return result
+        return await self._inbox.get()
 
     async def send(self, data: bytes) -> None:
         """Send a datagram on component 1.
 
         :raises ConnectionError: when not connected.
         """
-        await self.sendto(data, 1)
+        self._send(data, 1)
 
     async def sendto(self, data: bytes, component: int) -> None:
         """Send a datagram on ``component``'s selected pair.
 
         :raises ConnectionError: when that component is not connected.
         """
+        self._send(data, component)
+
+    def _send(self, data: bytes, component: int) -> None:
         selected = self._selected.get(component)
         if selected is None:
             raise ConnectionError("Cannot send data, not connected")
-        transport, remote, pair = selected
+        transport, remote, stats = selected
         transport.sendto(data, remote)
-        stats = pair.stats
         stats.packets_sent += 1
         stats.bytes_sent += len(data)
 
@@ -704,23 +762,14 @@ class Connection:
             consent_failures=int(tunables.consent_failures()),
         )
 
-    def _received(self, sock: _Socket, data: bytes, addr: Any) -> None:
-        if data and data[0] < 4:  # RFC 7983: STUN
-            remote = (addr[0], addr[1])
-            srflx = self._srflx.get(data[8:20])
-            if srflx is not None:
-                self._srflx_response(srflx, data, remote)
-                return
-            self._agent.receive_datagram(data, local=sock.base, remote=remote, now=self._now())
-            self._pump()
+    def _received_stun(self, sock: _Socket, data: bytes, addr: Any) -> None:
+        remote = (addr[0], addr[1])
+        srflx = self._srflx.get(data[8:20])
+        if srflx is not None:
+            self._srflx_response(srflx, data, remote)
             return
-        component = sock.component
-        self._queue.put_nowait((data, component))
-        selected = self._selected.get(component)
-        if selected is not None:
-            stats = selected[2].stats
-            stats.packets_received += 1
-            stats.bytes_received += len(data)
+        self._agent.receive_datagram(data, local=sock.base, remote=remote, now=self._now())
+        self._pump()
 
     def _srflx_response(
         self,
@@ -742,10 +791,11 @@ class Connection:
     def _socket_lost(self, sock: _Socket) -> None:
         if self._sockets.get(sock.base) is sock:
             del self._sockets[sock.base]
-        for component, (_, _, pair) in list(self._selected.items()):
-            if pair.base == sock.base:
+        for component in list(self._selected):
+            pair = self._agent.selected_pair(component)
+            if pair is not None and pair.base == sock.base:
                 del self._selected[component]
-                self._queue.put_nowait(None)
+                self._inbox.close()
 
     def _pump(self) -> None:
         if self._closing and self._agent.state is IceState.CLOSED:
@@ -764,11 +814,15 @@ class Connection:
             if isinstance(event, SelectedPairChanged):
                 sock = sockets.get(event.pair.base)
                 if sock is not None and sock.transport is not None:
+                    stats = event.pair.stats
                     self._selected[event.component] = (
                         sock.transport,
                         event.pair.remote_address,
-                        event.pair,
+                        stats,
                     )
+                    for other in sockets.values():
+                        if other.component == event.component:
+                            other.stats = stats if other is sock else None
             elif isinstance(event, IceStateChanged):
                 self._state_changed(event)
             elif isinstance(event, LocalCandidateDiscovered):
