@@ -774,3 +774,19 @@ def upstream_env(**extra: str) -> dict[str, str]:
     """The environment of an upstream child: ours without what could put our sources on
     its ``sys.path`` (``PYTHONPATH``, ``VIRTUAL_ENV``, ...), plus ``extra``."""
     return {**upstream_venv.clean_env(), **extra}
+
+
+# -- generated result pages ----------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+WRITE_DOCS = os.environ.get("AIOICE_WRITE_DOCS") == "1"
+"""Result pages in docs/ are rewritten only when asked (``AIOICE_WRITE_DOCS=1``), so that a
+test run leaves the tree as it found it."""
+
+
+def write_generated_doc(name: str, text: str) -> bool:
+    """Write ``docs/<name>`` when :data:`WRITE_DOCS`; return whether it was written."""
+    if not WRITE_DOCS:
+        return False
+    (DOCS / name).write_text(text)
+    return True

@@ -15,7 +15,7 @@ import random
 import secrets
 import string
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from aioice.stun import (
@@ -642,10 +642,15 @@ class IceAgent:
         self._local.append(_Local(candidate, pair.base))
         self._events.append(LocalCandidateDiscovered(candidate))
 
-    def _fail_pair(self, pair: CandidatePair, check: _Check, now: float) -> None:
+    def _fail_pair(
+        self, pair: CandidatePair, check: _Check, now: float, *, timed_out: bool = False
+    ) -> None:
         if check.kind == "nominate":
             pair.nominating = False
-            self._nomination_failed.add(pair.key)
+            if not timed_out:
+                # Refused: nominate another pair. A nomination that only went
+                # unanswered (a lossy path) is sent again, by _nominate().
+                self._nomination_failed.add(pair.key)
         elif pair.state is PairState.IN_PROGRESS and pair.transaction is None:
             # Only the pair's current check fails it (the caller has cleared
             # pair.transaction): not an older one while a newer check is in flight.
@@ -660,7 +665,7 @@ class IceAgent:
             self._consent_failure(pair, now)
             return
         logger.debug("%s: %s timed out", pair, check.kind)
-        self._fail_pair(pair, check, now)
+        self._fail_pair(pair, check, now, timed_out=True)
 
     # -- pairs ----------------------------------------------------------------------------
 
@@ -808,8 +813,15 @@ class IceAgent:
             attributes=attributes,
         )
         request.add_message_integrity(self._remote_key)
+        config = self.config.check
+        rtt = pair.stats.rtt
+        if kind != "check" and rtt is not None:
+            # A nomination or consent check goes over a pair whose round trip is known:
+            # retransmit after three of them (at least Ta), not the initial RTO
+            # (RFC 8489 §6.2.1 lets RTO follow measurements), so a lossy path agrees fast.
+            config = replace(config, rto=min(config.rto, max(3 * rtt, self.config.ta)))
         transaction = Transaction(
-            request, pair.remote_address, config=self.config.check, integrity_key=self._remote_key
+            request, pair.remote_address, config=config, integrity_key=self._remote_key
         )
         check = _Check(transaction, pair, kind, self.controlling)
         self._checks[request.transaction_id] = check
@@ -838,8 +850,9 @@ class IceAgent:
 
         The best valid pair is nominated once no pair of higher priority can still
         succeed soon: a higher pair in flight gets twice the chosen pair's RTT (at
-        least Ta) from its check to answer; one not checked yet is waited for. Never
-        later than ``nomination_delay`` after the component's first success.
+        least Ta) from its check to answer, plus one RTO when the chosen pair is
+        relayed; one not checked yet is waited for. Never later than
+        ``nomination_delay`` after the component's first success.
         """
         valid = [
             p
@@ -853,6 +866,11 @@ class IceAgent:
         best = max(valid, key=lambda p: p.priority)
         deadline = self._first_valid[component] + self.config.nomination_delay
         margin = max(2 * (best.stats.rtt or 0.0), self.config.ta)
+        if best.local.type == "relay" or best.remote.type == "relay":
+            # Before settling for a relay, a direct pair gets its first retransmission:
+            # behind a restricted NAT the first check is dropped until the peer's own
+            # check opens the way.
+            margin += self.config.check.rto
         at = float("-inf")
         for pair in self._pairs.values():
             if (
@@ -956,13 +974,26 @@ class IceAgent:
     # -- failure and state ----------------------------------------------------------------
 
     def _failure_deadline(self) -> float | None:
+        """``failure_timeout`` after checks start (and the remote end-of-candidates), or
+        twice that once a pair is promising: it succeeded, is being nominated, or the peer
+        nominated it. A lossy path may need that long to agree on a pair; a path where
+        nothing ever succeeds is given up at the first bound."""
         if (
             self.state is not IceState.CHECKING
             or self._started_at is None
             or self._remote_end_at is None
         ):
             return None
-        return max(self._started_at, self._remote_end_at) + self.config.failure_timeout
+        timeout = self.config.failure_timeout
+        if any(
+            p.state is PairState.SUCCEEDED
+            or p.nominating
+            or (p.remote_nominated and p.state is not PairState.FAILED)
+            for p in self._pairs.values()
+            if p.component not in self._selected
+        ):
+            timeout *= 2
+        return max(self._started_at, self._remote_end_at) + timeout
 
     def _check_failure(self, now: float) -> None:
         if self.state is not IceState.CHECKING or self._remote_key is None:
@@ -971,7 +1002,8 @@ class IceAgent:
         if deadline is None:
             return
         if now >= deadline:
-            self._fail(f"no candidate pair selected within {self.config.failure_timeout:g} s")
+            waited = deadline - max(self._started_at or 0.0, self._remote_end_at or 0.0)
+            self._fail(f"no candidate pair selected within {waited:g} s")
             return
         exhausted = not self._triggered and all(
             p.state is PairState.FAILED
