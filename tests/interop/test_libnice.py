@@ -22,7 +22,7 @@ Each case connects, sends a datagram each way (we send and libnice echoes; libni
 and we receive), checks the selected pair's types on both sides and records the connect
 times (ours: ``connect()`` until it returns; libnice's: remote candidates until READY). The
 table is printed when the module ends (visible with ``-s``);
-``AIOICE_INTEROP_RESULTS=path.json`` writes the results as JSON too. A failure shows both
+with ``AIOICE_WRITE_DOCS=1`` it goes to ``docs/interop-libnice.md``. A failure shows both
 sides: our check list (``conn.agent``) and libnice's trace (its events and debug lines).
 """
 
@@ -33,19 +33,17 @@ import base64
 import contextlib
 import dataclasses
 import json
-import os
 import re
 import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import pytest
 from aioice import Candidate, Connection, TransportPolicy
 
-from tests.conftest import PEERS, Coturn, Peer, PeerError, ipv6_loopback_usable
+from tests.conftest import PEERS, Coturn, Peer, PeerError, ipv6_loopback_usable, report_results
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 "The python with PyGObject (``python3-gi``) and libnice's bindings (``gir1.2-nice-0.1``)."
@@ -116,14 +114,12 @@ def table(results: list[Result]) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def report() -> Iterator[None]:
-    """Print the table of :data:`RESULTS` (and write them as JSON) once the module ran."""
+    """Print the table of :data:`RESULTS` once the module ran; write it to
+    ``docs/interop-libnice.md`` with ``AIOICE_WRITE_DOCS=1``."""
     yield
-    if not RESULTS:
-        return
-    print("\n" + table(RESULTS))
-    path = os.environ.get("AIOICE_INTEROP_RESULTS")
-    if path:
-        Path(path).write_text(json.dumps([dataclasses.asdict(r) for r in RESULTS], indent=2))
+    report_results(
+        "Interop with libnice", "interop-libnice.md", __name__, table(RESULTS) if RESULTS else ""
+    )
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ ours controlling and upstream controlling, then upstream against upstream. Each 
 connects, sends a datagram each way (we send and the peer echoes; the peer sends and we
 receive), checks the selected pair's types on both sides and records each side's connect
 time (``connect()`` until it returns). The times are printed as a table when the module
-ends (visible with ``-s``); ``AIOICE_INTEROP_RESULTS=path.json`` writes them as JSON too.
+ends (visible with ``-s``); with ``AIOICE_WRITE_DOCS=1`` it goes to ``docs/interop-upstream.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import base64
 import contextlib
 import dataclasses
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,7 +35,15 @@ from typing import Literal
 import pytest
 from aioice import Candidate, Connection, TransportPolicy
 
-from tests.conftest import PEERS, Coturn, Peer, PeerError, ipv6_loopback_usable, upstream_env
+from tests.conftest import (
+    PEERS,
+    Coturn,
+    Peer,
+    PeerError,
+    ipv6_loopback_usable,
+    report_results,
+    upstream_env,
+)
 
 CONNECT_TIMEOUT = 10.0
 "Seconds each side's ``connect()`` gets (loopback: tens of milliseconds are expected)."
@@ -112,14 +119,15 @@ def table(results: list[Result]) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def report() -> Iterator[None]:
-    """Print the table of :data:`RESULTS` (and write them as JSON) once the module ran."""
+    """Print the table of :data:`RESULTS` once the module ran; write it to
+    ``docs/interop-upstream.md`` with ``AIOICE_WRITE_DOCS=1``."""
     yield
-    if not RESULTS:
-        return
-    print("\n" + table(RESULTS))
-    path = os.environ.get("AIOICE_INTEROP_RESULTS")
-    if path:
-        Path(path).write_text(json.dumps([dataclasses.asdict(r) for r in RESULTS], indent=2))
+    report_results(
+        "Interop with upstream aioice 0.13",
+        "interop-upstream.md",
+        __name__,
+        table(RESULTS) if RESULTS else "",
+    )
 
 
 # -- the two sides --------------------------------------------------------------------------
