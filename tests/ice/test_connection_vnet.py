@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 
 from aioice.ice import Connection, TransportPolicy
+from aioice.turn.server import TurnServer
 from aioice.vnet import (
     PORT_RESTRICTED_CONE,
     Host,
     LinkConditions,
     Network,
+    ServerHost,
     stun_server,
     turn_server,
 )
 from aioice.vnet.asyncio import VirtualNet, run
 
 LINK = LinkConditions(latency=0.01)
+SERVERS: dict[Network, ServerHost] = {}
 USERS = {"user": "pass"}
 
 
@@ -28,7 +31,7 @@ def world() -> tuple[Network, Host, Host, Host, Host, Host]:
         net.add_host("dead"),
     )
     stun_server(stun_host)
-    turn_server(turn_host, users=USERS)
+    SERVERS[net] = turn_server(turn_host, users=USERS)
     hosts = []
     for i in range(2):
         lan = net.add_lan(f"lan{i}", f"10.0.{i}.0/24", PORT_RESTRICTED_CONE, link=LINK)
@@ -76,6 +79,11 @@ def test_relay_policy_with_a_dead_turn_server_and_a_dead_stun_server() -> None:
         return types, (pair.local.type, pair.remote.type), gathered
 
     types, pair_types, gathered = run(main(), net)
+    # close() deleted both allocations on the TURN server.
+    core = SERVERS[net].core
+    assert isinstance(core, TurnServer)
+    assert core.stats.allocations == 2
+    assert core.allocations == []
     assert types == [["relay"], ["relay"]]  # no host, no srflx; the dead TURN server gave none
     assert pair_types == ("relay", "relay")
     assert gathered == 2.0  # the dead server costs exactly the gather timeout
