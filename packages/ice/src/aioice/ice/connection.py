@@ -273,7 +273,11 @@ class Connection:
         self._srflx: dict[bytes, tuple[Transaction, _Socket, asyncio.Future[None]]] = {}
         self._timer: CoreTimer | None = None
         self._connected: asyncio.Future[None] | None = None
-        self._selected: dict[int, tuple[asyncio.DatagramTransport, Address, PairStats]] = {}
+        # component -> (socket, remote address, pair statistics, what send() returns: a
+        # completed future)
+        self._selected: dict[
+            int, tuple[asyncio.DatagramTransport, Address, PairStats, asyncio.Future[None]]
+        ] = {}
         self._inbox = _Inbox()
         self._events: asyncio.Queue[ConnectionEvent] = asyncio.Queue()
         self._closing = False
@@ -700,28 +704,30 @@ class Connection:
             raise ConnectionError("Cannot receive data, not connected")
         return await self._inbox.get()
 
-    async def send(self, data: bytes) -> None:
-        """Send a datagram on component 1.
+    def send(self, data: bytes) -> Awaitable[None]:
+        """Send a datagram on component 1: ``await connection.send(data)``.
+
+        The datagram is handed to the socket at once; what is returned is an already
+        completed future (no coroutine per datagram, as on a raw datagram endpoint).
 
         :raises ConnectionError: when not connected.
         """
-        self._send(data, 1)
+        return self.sendto(data, 1)
 
-    async def sendto(self, data: bytes, component: int) -> None:
-        """Send a datagram on ``component``'s selected pair.
+    def sendto(self, data: bytes, component: int) -> Awaitable[None]:
+        """Send a datagram on ``component``'s selected pair: ``await
+        connection.sendto(data, component)`` (sent at once, like :meth:`send`).
 
         :raises ConnectionError: when that component is not connected.
         """
-        self._send(data, component)
-
-    def _send(self, data: bytes, component: int) -> None:
         selected = self._selected.get(component)
         if selected is None:
             raise ConnectionError("Cannot send data, not connected")
-        transport, remote, stats = selected
+        transport, remote, stats, sent = selected
         transport.sendto(data, remote)
         stats.packets_sent += 1
         stats.bytes_sent += len(data)
+        return sent
 
     def set_selected_pair(
         self, component: int, local_foundation: str, remote_foundation: str
@@ -814,11 +820,14 @@ class Connection:
             if isinstance(event, SelectedPairChanged):
                 sock = sockets.get(event.pair.base)
                 if sock is not None and sock.transport is not None:
+                    sent = asyncio.get_running_loop().create_future()
+                    sent.set_result(None)
                     stats = event.pair.stats
                     self._selected[event.component] = (
                         sock.transport,
                         event.pair.remote_address,
                         stats,
+                        sent,
                     )
                     for other in sockets.values():
                         if other.component == event.component:
