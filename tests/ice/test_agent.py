@@ -370,7 +370,7 @@ def test_ordinary_checks_are_paced_by_ta() -> None:
     remotes = [host(f"10.0.0.{10 + i}", 3000, pref=60000 + i) for i in range(5)]
     for remote in remotes:
         a.add_remote_candidate(remote, now=0.0)
-    assert [p.state for p in a.pairs] == [PairState.WAITING] * 5
+    assert [p.state for p in a.pairs] == [PairState.FROZEN] * 5  # until start()
     start(wire, a)
     wire.run(max_time=0.45)
     first = wire.requests(first=True)
@@ -407,15 +407,33 @@ def _frozen_setup(config: IceConfig | None = None) -> tuple[Wire, IceAgent, IceA
 
 def test_initial_states_one_waiting_pair_per_foundation() -> None:
     wire, a, _ = _frozen_setup()
-    # §6.1.2.6: per foundation one pair Waiting, the others Frozen.
+    # Pairs wait Frozen until start(); then, §6.1.2.6: per foundation the pair with the
+    # lowest component and highest priority is Waiting, the others stay Frozen.
+    assert all(p.state is PairState.FROZEN for p in a.pairs)
+    a.set_remote_credentials("peer", "peerpasswordpeerpassword")
+    a.start(now=0.0)
+    waiting = [e.pair.remote_address[1] for e in _pair_events(a, wire, PairState.WAITING)]
+    assert waiting == [2000, 3000]
     assert [(p.remote_address[1], p.state) for p in a.pairs] == [
-        (2000, PairState.WAITING),
+        (2000, PairState.IN_PROGRESS),  # checked at once
         (2001, PairState.FROZEN),
         (2002, PairState.FROZEN),
         (3000, PairState.WAITING),
     ]
-    frozen = [e.pair.remote_address[1] for e in _pair_events(a, wire, PairState.FROZEN)]
-    assert frozen == [2001, 2002]
+
+
+def test_initial_waiting_pair_does_not_depend_on_the_order_candidates_came_in() -> None:
+    wire = Wire()
+    a = IceAgent(controlling=False, rng=random.Random(1))
+    wire.add(a, A1)
+    a.add_local_candidate(host(*A1), now=0.0)
+    # One foundation (one IP), added lowest priority first.
+    for port, pref in ((2002, 65533), (2001, 65534), (2000, 65535)):
+        a.add_remote_candidate(host("10.0.0.2", port, pref=pref), now=0.0)
+    a.set_remote_credentials("peer", "peerpasswordpeerpassword")
+    a.start(now=0.0)
+    waiting = [e.pair.remote_address[1] for e in _pair_events(a, wire, PairState.WAITING)]
+    assert waiting == [2000]
 
 
 def _pair_events(agent: IceAgent, wire: Wire, state: PairState) -> list[PairStateChanged]:

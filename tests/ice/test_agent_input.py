@@ -552,3 +552,17 @@ def test_pairing_rules() -> None:
     assert len(agent.pairs) == 3
     assert sorted(p.remote_address[0] for p in agent.pairs) == ["10.0.0.2", "10.0.1.0", "10.0.1.2"]
     assert agent.dropped == {"too-many-pairs": 1}
+
+
+def test_peer_reflexive_candidates_are_bounded() -> None:
+    # Authenticated checks from ever new source addresses (a peer behind a NAT that
+    # keeps changing ports, or one replaying checks) learn at most max_pairs
+    # peer-reflexive candidates; later ones are answered but not learnt.
+    agent = started(config=IceConfig(max_pairs=10))
+    for port in range(20):
+        sent = receive(agent, check(agent), remote=("10.9.9.9", 40000 + port))
+        assert (Class.RESPONSE, None) in replies(sent)
+    learnt = [c for c in agent.remote_candidates if c.type == "prflx"]
+    assert len(learnt) == 10
+    assert agent.dropped["too-many-prflx"] == 10
+    assert len(agent.pairs) <= 10

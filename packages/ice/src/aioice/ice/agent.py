@@ -350,6 +350,15 @@ class IceAgent:
             raise IceStateError("checks already started")
         self._started_at = now
         self._set_state(IceState.CHECKING)
+        # §6.1.2.6: for each foundation, the pair with the lowest component ID and then
+        # the highest priority is Waiting; the others stay Frozen.
+        first: dict[str, CandidatePair] = {}
+        for pair in sorted(self._pairs.values(), key=lambda p: (p.component, -p.priority)):
+            first.setdefault(pair.foundation, pair)
+        active = {p.foundation for p in self._pairs.values() if p.state in _ACTIVE}
+        for foundation, pair in first.items():
+            if foundation not in active and pair.state is PairState.FROZEN:
+                self._set_pair_state(pair, PairState.WAITING)
         self._after_input(now)
 
     def select_pair(self, pair: CandidatePair, *, now: float) -> None:
@@ -481,6 +490,8 @@ class IceAgent:
         candidate = self._remote_for(component, remote, attributes["PRIORITY"], now)
         pair = self._pairs.get((component, local, remote))
         if pair is None:
+            if candidate is None:
+                return
             pair = self._add_pair(base, candidate, now, triggered=True)
             if pair is None:
                 return
@@ -515,7 +526,9 @@ class IceAgent:
         data = response.encode(self._local_key if signed else None)
         self._pending.append(Transmit(data, remote, local))
 
-    def _remote_for(self, component: int, remote: Address, priority: int, now: float) -> Candidate:
+    def _remote_for(
+        self, component: int, remote: Address, priority: int, now: float
+    ) -> Candidate | None:
         for candidate in self._remote:
             if (
                 candidate.component == component
@@ -523,6 +536,11 @@ class IceAgent:
             ):
                 return candidate
         # §7.3.1.3: a peer-reflexive remote candidate.
+        if self._prflx_count >= self.config.max_pairs:
+            # Bounded like the check list: authenticated checks from ever new addresses
+            # must not grow the candidate list without end.
+            self._drop("too-many-prflx", "not learning %s: peer-reflexive limit", remote)
+            return None
         self._prflx_count += 1
         candidate = Candidate(
             foundation=f"prflx{self._prflx_count}",
@@ -702,12 +720,13 @@ class IceAgent:
                 self._triggered.remove(lowest)
         pair = CandidatePair(candidate, local.base, remote, self._priority(candidate, remote))
         self._pairs[key] = pair
-        # §6.1.2.6 (and RFC 8838 for trickled pairs): Waiting unless a pair with the
-        # same foundation is already being checked.
+        # §6.1.2.6: before checks start, pairs wait Frozen for start() to unfreeze one
+        # per foundation; afterwards (RFC 8838, trickled pairs) a pair is Waiting unless
+        # one with the same foundation is already being checked.
         if triggered:
             self._set_pair_state(pair, PairState.WAITING)
             self._triggered.append(pair)
-        elif not any(
+        elif self._started_at is not None and not any(
             p.foundation == pair.foundation and p.state in _ACTIVE
             for p in self._pairs.values()
             if p is not pair
